@@ -1,0 +1,95 @@
+//! The Redis key layout of a topic. Every key of a topic shares the hash tag `{topic}`, so
+//! a topic lives on one Redis Cluster shard and every script can touch all of it.
+//!
+//! ```text
+//! [prefix:]rmq:{T}:m         hash  id -> envelope (payload + metadata), while the message exists
+//! [prefix:]rmq:{T}:p0|p1|p2  list  ids ready to run, per priority (high, normal, low);
+//!                                  LPUSH at the back, RPOP from the front
+//! [prefix:]rmq:{T}:delayed   zset  id scored by the time (ms) it becomes ready
+//! [prefix:]rmq:{T}:inflight  zset  id scored by its lease deadline (ms)
+//! [prefix:]rmq:{T}:attempts  hash  id -> deliveries so far (also the lease token)
+//! [prefix:]rmq:{T}:errors    hash  id -> "first_failed_ms|last_failed_ms|last error"
+//! [prefix:]rmq:{T}:dead      zset  id scored by the time (ms) it was dead-lettered
+//! [prefix:]rmq:{T}:stats     hash  counters: produced, completed, failed, retried, dead, expired, ...
+//! [prefix:]rmq:{T}:wake      pub/sub channel: "work is ready or due sooner than you think"
+//! ```
+//!
+//! Consumer groups (fan-out) will add `rmq:{T}:g:NAME:*` copies of the per-delivery keys
+//! (`p*`, `delayed`, `inflight`, `attempts`, `errors`, `dead`) under the same hash tag,
+//! sharing `m`.
+
+/// The names of every key of one topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicKeys {
+    /// Envelopes by id.
+    pub messages: String,
+    /// Ready ids, one list per priority level (index = `Priority::index`).
+    pub pending: [String; 3],
+    /// Delayed ids by due time.
+    pub delayed: String,
+    /// Leased ids by lease deadline.
+    pub inflight: String,
+    /// Delivery count by id.
+    pub attempts: String,
+    /// Failure record by id.
+    pub errors: String,
+    /// Dead-lettered ids by time.
+    pub dead: String,
+    /// Counters.
+    pub stats: String,
+    /// Pub/sub channel that wakes idle consumers.
+    pub wake: String,
+}
+
+impl TopicKeys {
+    /// Keys of `topic` under `prefix` (`""` for none; MX-RMQ's `queue_prefix`).
+    pub fn new(prefix: &str, topic: &str) -> Self {
+        let base = if prefix.is_empty() {
+            format!("rmq:{{{topic}}}")
+        } else {
+            format!("{prefix}:rmq:{{{topic}}}")
+        };
+        let key = |suffix: &str| format!("{base}:{suffix}");
+        TopicKeys {
+            messages: key("m"),
+            pending: [key("p0"), key("p1"), key("p2")],
+            delayed: key("delayed"),
+            inflight: key("inflight"),
+            attempts: key("attempts"),
+            errors: key("errors"),
+            dead: key("dead"),
+            stats: key("stats"),
+            wake: key("wake"),
+        }
+    }
+
+    /// Every data key (not the channel), e.g. to delete a topic in tests.
+    pub fn all(&self) -> Vec<&str> {
+        let mut keys = vec![self.messages.as_str()];
+        keys.extend(self.pending.iter().map(String::as_str));
+        keys.extend([
+            self.delayed.as_str(),
+            self.inflight.as_str(),
+            self.attempts.as_str(),
+            self.errors.as_str(),
+            self.dead.as_str(),
+            self.stats.as_str(),
+        ]);
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag() {
+        let keys = TopicKeys::new("prod", "orders");
+        assert_eq!(keys.pending[0], "prod:rmq:{orders}:p0");
+        for key in keys.all() {
+            assert!(key.contains("{orders}"), "{key}");
+        }
+        assert_eq!(TopicKeys::new("", "x").messages, "rmq:{x}:m");
+    }
+}
