@@ -1,0 +1,59 @@
+-- fail.lua: settle failed attempts: retry later, dead-letter, or drop.
+--
+-- KEYS[1] m          hash  id -> envelope
+-- KEYS[2] delayed    zset  id by due time
+-- KEYS[3] inflight   zset  id by lease deadline
+-- KEYS[4] attempts   hash  id -> deliveries so far (the lease token)
+-- KEYS[5] errors     hash  id -> "first_failed_ms|last_failed_ms|last error"
+-- KEYS[6] dead       zset  dead-lettered ids
+-- KEYS[7] stats      hash  counters
+-- KEYS[8] wake       pub/sub channel
+-- ARGV[1] now (ms, "" = Redis TIME)
+-- ARGV[2] max attempts (retries + 1) of this topic
+-- ARGV[3] "1" to keep dead letters, "0" to drop them
+-- ARGV[4..] groups of 5: id, lease token, action ("retry" | "dead" | "drop"),
+--           retry delay (ms), error text
+--
+-- Guarantees: only the holder of the current lease settles a message (see ack.lua).
+-- The handler's own error text is kept, with the first and last failure times.
+-- "retry" re-schedules the message as delayed (it keeps its priority, which lives in the
+-- envelope) while attempts < max attempts, and dead-letters it otherwise: `retries = N`
+-- allows N + 1 attempts. "dead" dead-letters now; "drop" deletes every trace now.
+-- Returns: one code per message: 0 stale lease, 1 retried, 2 dead-lettered, 3 dropped.
+
+local k = {
+  messages = KEYS[1], delayed = KEYS[2], inflight = KEYS[3], attempts = KEYS[4],
+  errors = KEYS[5], dead = KEYS[6], stats = KEYS[7], wake = KEYS[8],
+}
+local now = now_ms(ARGV[1])
+local max_attempts = tonumber(ARGV[2])
+local keep_dead = ARGV[3]
+local reply = {}
+local failed = 0
+local woke = false
+
+for i = 4, #ARGV, 5 do
+  local id, token, action = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local code = 0
+  if holds_lease(k, id, token) then
+    redis.call('ZREM', k.inflight, id)
+    record_failure(k.errors, id, now, ARGV[i + 4])
+    failed = failed + 1
+    if action == 'retry' and tonumber(token) < max_attempts then
+      redis.call('ZADD', k.delayed, now + tonumber(ARGV[i + 3]), id)
+      redis.call('HINCRBY', k.stats, 'retried', 1)
+      if not woke then woke = wake_if_earliest(k.delayed, k.wake, id) end
+      code = 1
+    elseif action == 'drop' then
+      forget(k, id)
+      redis.call('HINCRBY', k.stats, 'dropped', 1)
+      code = 3
+    else
+      dead_letter(k, id, now, keep_dead)
+      code = 2
+    end
+  end
+  reply[#reply + 1] = code
+end
+if failed > 0 then redis.call('HINCRBY', k.stats, 'failed', failed) end
+return reply

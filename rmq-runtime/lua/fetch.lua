@@ -1,0 +1,100 @@
+-- fetch.lua: lease up to N ready messages, in priority order, in one round trip.
+--
+-- KEYS[1] m          hash  id -> envelope
+-- KEYS[2..4] p0..p2  lists of ready ids, per priority
+-- KEYS[5] delayed    zset  id by due time
+-- KEYS[6] inflight   zset  id by lease deadline
+-- KEYS[7] attempts   hash  id -> deliveries so far
+-- KEYS[8] errors     hash  id -> failure record
+-- KEYS[9] dead       zset  dead-lettered ids
+-- KEYS[10] stats     hash  counters
+-- ARGV[1] now (ms, "" = Redis TIME)
+-- ARGV[2] N, most messages to lease
+-- ARGV[3] lease length (ms)
+-- ARGV[4] max attempts (retries + 1) of this topic
+-- ARGV[5] "1" to keep dead letters, "0" to drop them
+--
+-- In order, atomically:
+-- 1. Lapsed leases (a consumer crashed or stalled): the delivery counts as an attempt;
+--    the message goes back to the FRONT of its priority level, or to the dead-letter queue
+--    with "consumer lost" once its attempts are used up.
+-- 2. Due delayed messages (new or retried) join the BACK of their priority level, keeping
+--    the priority they were produced with.
+-- 3. Up to N ids are popped, high before normal before low, FIFO within a level. An id
+--    whose TTL has passed is deleted and counted as expired, never delivered. Each
+--    delivered id gets attempts + 1 and a lease (inflight, score = now + lease length).
+--    The new attempt number is the lease token that ack.lua and fail.lua check.
+-- Returns: { now, next_due (earliest delayed, -1), next_deadline (earliest lease, -1),
+--            id1, attempt1, envelope1, id2, ... }
+
+local k = {
+  messages = KEYS[1], delayed = KEYS[5], inflight = KEYS[6], attempts = KEYS[7],
+  errors = KEYS[8], dead = KEYS[9], stats = KEYS[10],
+}
+local now = now_ms(ARGV[1])
+local want = tonumber(ARGV[2])
+local lease = tonumber(ARGV[3])
+local max_attempts = tonumber(ARGV[4])
+local keep_dead = ARGV[5]
+
+-- 1. reclaim lapsed leases
+local lapsed = redis.call('ZRANGEBYSCORE', k.inflight, '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(lapsed) do
+  redis.call('ZREM', k.inflight, id)
+  local envelope = redis.call('HGET', k.messages, id)
+  if envelope then
+    local attempts = tonumber(redis.call('HGET', k.attempts, id)) or 0
+    record_failure(k.errors, id, now, 'consumer lost: lease expired during attempt ' .. attempts)
+    redis.call('HINCRBY', k.stats, 'lost', 1)
+    if attempts >= max_attempts then
+      dead_letter(k, id, now, keep_dead)
+    else
+      redis.call('RPUSH', KEYS[2 + priority_of(envelope)], id)
+    end
+  end
+end
+
+-- 2. promote due delayed messages
+local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  redis.call('ZREM', k.delayed, id)
+  local envelope = redis.call('HGET', k.messages, id)
+  if envelope then
+    redis.call('LPUSH', KEYS[2 + priority_of(envelope)], id)
+  end
+end
+
+-- 3. lease up to N ready messages
+local reply = { now, -1, -1 }
+local leased = 0
+local expired = 0
+for level = 0, 2 do
+  while leased < want do
+    local ids = redis.call('RPOP', KEYS[2 + level], want - leased)
+    if not ids then break end
+    for _, id in ipairs(ids) do
+      local envelope = redis.call('HGET', k.messages, id)
+      if envelope then
+        local expire = expire_of(envelope)
+        if expire > 0 and now >= expire then
+          forget(k, id)
+          expired = expired + 1
+        else
+          local attempt = redis.call('HINCRBY', k.attempts, id, 1)
+          redis.call('ZADD', k.inflight, now + lease, id)
+          reply[#reply + 1] = id
+          reply[#reply + 1] = attempt
+          reply[#reply + 1] = envelope
+          leased = leased + 1
+        end
+      end
+    end
+  end
+end
+if expired > 0 then redis.call('HINCRBY', k.stats, 'expired', expired) end
+
+local first_due = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
+if first_due[2] then reply[2] = tonumber(first_due[2]) end
+local first_deadline = redis.call('ZRANGE', k.inflight, 0, 0, 'WITHSCORES')
+if first_deadline[2] then reply[3] = tonumber(first_deadline[2]) end
+return reply

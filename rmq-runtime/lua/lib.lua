@@ -1,0 +1,70 @@
+-- lib.lua: helpers prepended to every script (no state change of its own).
+--
+-- All scripts take their clock from ARGV[1] ("" = Redis' own TIME), so tests can drive a
+-- controllable clock while production uses the one clock every client shares.
+
+local function now_ms(arg)
+  if arg ~= nil and arg ~= '' then
+    return tonumber(arg)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The priority digit (0 high, 1 normal, 2 low) is the envelope's first byte.
+local function priority_of(envelope)
+  return string.byte(envelope, 1) - 48
+end
+
+-- Field 3 of "<prio>|<produced_ms>|<expire_ms>|...": 0 means no TTL.
+local function expire_of(envelope)
+  return tonumber(string.match(envelope, '^%d|%d+|(%d+)|')) or 0
+end
+
+-- Publishes a wake-up when `id` became the earliest delayed message (or a pending list
+-- went from empty to non-empty), so idle consumers re-arm their timer without polling.
+-- Returns true when it published.
+local function wake_if_earliest(delayed_key, wake_channel, id)
+  local first = redis.call('ZRANGE', delayed_key, 0, 0)
+  if first[1] == id then
+    redis.call('PUBLISH', wake_channel, 'd')
+    return true
+  end
+  return false
+end
+
+-- Appends one failure to the message's record "first_ms|last_ms|error".
+local function record_failure(errors_key, id, now, err)
+  local previous = redis.call('HGET', errors_key, id)
+  local first = now
+  if previous then
+    first = tonumber(string.match(previous, '^(%d+)|')) or now
+  end
+  redis.call('HSET', errors_key, id, first .. '|' .. now .. '|' .. err)
+end
+
+-- True when `token` is the current lease of `id`: it is in flight and its attempt count
+-- (incremented by every delivery) still equals the attempt the caller was handed.
+local function holds_lease(k, id, token)
+  return redis.call('ZSCORE', k.inflight, id) and redis.call('HGET', k.attempts, id) == token
+end
+
+-- Deletes every trace of a message (its queues must already be left).
+local function forget(k, id)
+  redis.call('HDEL', k.messages, id)
+  redis.call('HDEL', k.attempts, id)
+  redis.call('HDEL', k.errors, id)
+end
+
+-- Moves a message that has left every queue into the dead-letter zset, or deletes it
+-- (counted) when dead letters are disabled. The envelope, attempts and failure record
+-- stay while it is dead so it can be inspected and replayed.
+local function dead_letter(k, id, now, keep)
+  if keep == '1' then
+    redis.call('ZADD', k.dead, now, id)
+    redis.call('HINCRBY', k.stats, 'dead', 1)
+  else
+    forget(k, id)
+    redis.call('HINCRBY', k.stats, 'dropped', 1)
+  end
+end

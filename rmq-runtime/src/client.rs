@@ -1,0 +1,314 @@
+//! The Redis connection shared by producers and the runtime, and the process-wide client.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, RedisResult, Value};
+use tokio::sync::OnceCell;
+
+use rmq_core::context::system_time_from_millis;
+use rmq_core::envelope;
+use rmq_core::{MessageId, Priority, Topic, TopicKeys};
+
+use crate::config::{Config, ConfigError};
+use crate::error::{redact, Error};
+use crate::producer::SendBuilder;
+use crate::scripts::SCRIPTS;
+
+/// A connection to one rmq deployment (a Redis and a key prefix). Cheap to clone: clones
+/// share one multiplexed connection that reconnects by itself.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    redis: redis::Client,
+    conn: ConnectionManager,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("redis_url", &redact(&self.inner.config.redis_url))
+            .field("queue_prefix", &self.inner.config.queue_prefix)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects and loads the scripts. Fails with [`Error::Unreachable`] or [`Error::Auth`]
+    /// when Redis cannot be used, saying what to fix.
+    pub async fn connect(config: Config) -> Result<Client, Error> {
+        config.validate()?;
+        let url = config.redis_url.clone();
+        let mut info = url.as_str().into_connection_info().map_err(|e| {
+            Error::Config(ConfigError {
+                name: "REDIS_URL".into(),
+                value: redact(&url),
+                expected: format!("a URL such as redis://127.0.0.1:6379 ({e})"),
+            })
+        })?;
+        let mut settings = info.redis_settings().clone();
+        if config.redis_db != 0 {
+            settings = settings.set_db(config.redis_db);
+        }
+        if let Some(password) = &config.redis_password {
+            settings = settings.set_password(password);
+        }
+        info = info.set_redis_settings(settings);
+        let redis = redis::Client::open(info).map_err(|e| Error::connect(&url, e))?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.command_timeout))
+            .set_response_timeout(Some(config.command_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = redis
+            .get_connection_manager_with_config(manager)
+            .await
+            .map_err(|e| Error::connect(&url, e))?;
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                redis,
+                conn,
+            }),
+        };
+        // One plain command first: a server that wants a password answers NOAUTH here, in
+        // one clear error, rather than once per script below.
+        redis::cmd("PING")
+            .query_async::<()>(&mut client.connection())
+            .await
+            .map_err(|e| Error::connect(&url, e))?;
+        client
+            .load_scripts()
+            .await
+            .map_err(|e| Error::connect(&url, e))?;
+        Ok(client)
+    }
+
+    /// The configuration this client was built with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The Redis keys of `topic` under this client's prefix.
+    pub fn keys(&self, topic: &str) -> TopicKeys {
+        TopicKeys::new(&self.inner.config.queue_prefix, topic)
+    }
+
+    /// Produces one message with its topic's defaults; returns its id.
+    pub async fn produce<T: Topic>(&self, message: T) -> Result<MessageId, Error> {
+        self.send(message).await.map(|sent| sent.id)
+    }
+
+    /// Produces many messages in one round trip; returns their ids in order.
+    pub async fn produce_batch<T: Topic>(
+        &self,
+        messages: impl IntoIterator<Item = T>,
+    ) -> Result<Vec<MessageId>, Error> {
+        crate::producer::produce_many(self, messages.into_iter().map(SendBuilder::new).collect())
+            .await
+            .map(|sent| sent.into_iter().map(|s| s.id).collect())
+    }
+
+    /// Starts a [`SendBuilder`] that produces through this client.
+    pub fn send<T: Topic>(&self, message: T) -> SendBuilder<T> {
+        SendBuilder::new(message).via(self)
+    }
+
+    /// The dead-letter queue of topic `T`, newest first.
+    pub async fn dead_letters<T: Topic>(&self) -> Result<Vec<DeadLetter>, Error> {
+        let keys = self.keys(T::NAME);
+        let mut conn = self.connection();
+        let dead: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
+            .arg(&keys.dead)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        if dead.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = dead.iter().map(|(id, _)| id.as_str()).collect();
+        type Columns = (Vec<Option<Vec<u8>>>, Vec<Option<u32>>, Vec<Option<String>>);
+        let (envelopes, attempts, errors): Columns = redis::pipe()
+            .cmd("HMGET")
+            .arg(&keys.messages)
+            .arg(&ids)
+            .cmd("HMGET")
+            .arg(&keys.attempts)
+            .arg(&ids)
+            .cmd("HMGET")
+            .arg(&keys.errors)
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await?;
+        let mut out = Vec::with_capacity(dead.len());
+        for (i, (id, dead_ms)) in dead.iter().enumerate() {
+            let Some(stored) = envelopes.get(i).cloned().flatten() else {
+                continue; // settled by someone else between the two reads
+            };
+            let envelope = envelope::decode(&stored)
+                .map_err(|e| Error::Protocol(format!("dead letter {id} of {}: {e}", T::NAME)))?;
+            let record = errors.get(i).cloned().flatten().unwrap_or_default();
+            let (first_ms, last_ms, error) = parse_failure_record(&record);
+            out.push(DeadLetter {
+                id: MessageId::new(id.clone()),
+                payload: String::from_utf8_lossy(&envelope.payload).into_owned(),
+                error,
+                attempts: attempts.get(i).copied().flatten().unwrap_or(0),
+                first_failed_at: system_time_from_millis(first_ms),
+                last_failed_at: system_time_from_millis(last_ms),
+                dead_at: system_time_from_millis(*dead_ms as u64),
+                priority: envelope.priority,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A handle on the shared multiplexed connection (never used for blocking commands).
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// A dedicated pub/sub connection.
+    pub(crate) async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        let timeout = self.inner.config.command_timeout;
+        match tokio::time::timeout(timeout, self.inner.redis.get_async_pubsub()).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "timed out opening the pub/sub connection",
+            ))),
+        }
+    }
+
+    async fn load_scripts(&self) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for script in SCRIPTS.all() {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(&script.code).ignore();
+        }
+        pipe.query_async::<()>(&mut self.connection()).await
+    }
+
+    /// Runs script calls in one round trip and returns each call's own result. Calls that
+    /// met `NOSCRIPT` (Redis restarted or flushed its scripts) ran nothing; they are
+    /// repeated once after loading the scripts again.
+    pub(crate) async fn run_scripts(
+        &self,
+        calls: Vec<redis::Cmd>,
+    ) -> RedisResult<Vec<RedisResult<Value>>> {
+        let mut results = self.pipeline(&calls).await?;
+        let missing: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Err(e) if is_noscript(e)))
+            .map(|(i, _)| i)
+            .collect();
+        if !missing.is_empty() {
+            tracing::info!(
+                "Redis lost rmq's scripts (restart or SCRIPT FLUSH); loading them again"
+            );
+            self.load_scripts().await?;
+            let again: Vec<redis::Cmd> = missing.iter().map(|&i| calls[i].clone()).collect();
+            for (slot, result) in missing.into_iter().zip(self.pipeline(&again).await?) {
+                results[slot] = result;
+            }
+        }
+        Ok(results)
+    }
+
+    async fn pipeline(&self, calls: &[redis::Cmd]) -> RedisResult<Vec<RedisResult<Value>>> {
+        let mut pipe = redis::pipe();
+        for call in calls {
+            pipe.add_command(call.clone());
+        }
+        pipe.ignore_errors();
+        pipe.query_async(&mut self.connection()).await
+    }
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOSCRIPT")
+}
+
+/// Splits "first_ms|last_ms|error" as written by the scripts.
+fn parse_failure_record(record: &str) -> (u64, u64, String) {
+    let mut parts = record.splitn(3, '|');
+    let first = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let last = parts.next().and_then(|s| s.parse().ok()).unwrap_or(first);
+    (first, last, parts.next().unwrap_or("").to_string())
+}
+
+/// A message in a topic's dead-letter queue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    /// The message id.
+    pub id: MessageId,
+    /// The payload JSON exactly as produced.
+    pub payload: String,
+    /// The last error: the handler's own text, or "consumer lost: ...", "decode error: ...".
+    pub error: String,
+    /// Deliveries made.
+    pub attempts: u32,
+    /// When the first attempt failed.
+    pub first_failed_at: SystemTime,
+    /// When the last attempt failed.
+    pub last_failed_at: SystemTime,
+    /// When it was dead-lettered.
+    pub dead_at: SystemTime,
+    /// The priority it was produced with (kept for replay).
+    pub priority: Priority,
+}
+
+static GLOBAL_CONFIG: OnceLock<Config> = OnceLock::new();
+static GLOBAL_CLIENT: OnceCell<Client> = OnceCell::const_new();
+
+/// Sets the configuration of the process-wide client used by `produce()`, `send()` and
+/// `run()`. Without it the client is configured from the environment
+/// ([`Config::from_env`]) on first use. Call it once, before producing.
+pub fn init(config: Config) -> Result<(), Error> {
+    config.validate()?;
+    GLOBAL_CONFIG.set(config).map_err(|_| {
+        Error::InvalidOption(
+            "rmq_runtime::init was called twice (or after the first produce); call it once at startup".into(),
+        )
+    })
+}
+
+/// The process-wide client, connected on first use.
+pub async fn global_client() -> Result<Client, Error> {
+    GLOBAL_CLIENT
+        .get_or_try_init(|| async {
+            let config = match GLOBAL_CONFIG.get() {
+                Some(config) => config.clone(),
+                None => {
+                    let config = Config::from_env()?;
+                    let _ = GLOBAL_CONFIG.set(config.clone());
+                    config
+                }
+            };
+            Client::connect(config).await
+        })
+        .await
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_failure_record;
+
+    #[test]
+    fn failure_record_keeps_pipes_in_error_text() {
+        assert_eq!(
+            parse_failure_record("10|20|boom | bang"),
+            (10, 20, "boom | bang".to_string())
+        );
+        assert_eq!(parse_failure_record(""), (0, 0, String::new()));
+    }
+}

@@ -1,0 +1,307 @@
+//! One topic's conversation with Redis: settle finished attempts and lease new messages,
+//! all in one round trip (`ack.lua`, `fail.lua` and `fetch.lua` pipelined).
+
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use rmq_core::duration::millis;
+use rmq_core::envelope;
+use rmq_core::{Backoff, Context, Delivery, HandlerAction, HandlerError, MessageId, TopicKeys};
+
+use crate::client::Client;
+use crate::config::Config;
+use crate::error::Error;
+use crate::scripts::SCRIPTS;
+
+/// A topic's delivery rules, resolved from its `#[topic]` options and the `Config`.
+#[derive(Clone, Debug)]
+pub(crate) struct Policy {
+    pub(crate) max_attempts: u32,
+    /// The topic's own backoff; `None` uses `retry_delays`.
+    pub(crate) backoff: Option<Backoff>,
+    pub(crate) retry_delays: Vec<Duration>,
+    pub(crate) timeout: Duration,
+    /// How long a fetched message stays leased: the handler timeout plus a margin, so a
+    /// handler that is cancelled at its timeout always settles before its lease lapses.
+    pub(crate) lease: Duration,
+    pub(crate) keep_dead: bool,
+}
+
+/// Added to the handler timeout to get the lease length.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
+
+impl Policy {
+    pub(crate) fn resolve(options: &rmq_core::TopicOptions, config: &Config) -> Policy {
+        let timeout = options.timeout.unwrap_or(config.processing_timeout);
+        Policy {
+            max_attempts: options
+                .retries
+                .unwrap_or(config.max_retries)
+                .saturating_add(1),
+            backoff: options.backoff,
+            retry_delays: config.retry_delays.clone(),
+            timeout,
+            lease: timeout + LEASE_MARGIN,
+            keep_dead: config.enable_dead_letter,
+        }
+    }
+
+    /// The wait before retrying after failed attempt number `attempt`.
+    pub(crate) fn retry_delay(&self, attempt: u32) -> Duration {
+        match &self.backoff {
+            Some(backoff) => backoff.delay(attempt),
+            None => {
+                let delays = &self.retry_delays;
+                let index = (attempt.max(1) as usize - 1).min(delays.len().saturating_sub(1));
+                delays.get(index).copied().unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// How one delivery ended, waiting to be written to Redis.
+pub(crate) struct Settlement {
+    pub(crate) id: MessageId,
+    pub(crate) attempt: u32,
+    pub(crate) outcome: Result<(), HandlerError>,
+}
+
+/// What a round trip brought back.
+#[derive(Default)]
+pub(crate) struct RoundTrip {
+    /// Newly leased deliveries.
+    pub(crate) deliveries: Vec<(Delivery, u32)>,
+    /// Leased messages whose envelope is unreadable: already failed, to be dead-lettered.
+    pub(crate) unreadable: Vec<Settlement>,
+    /// When this topic next has something to do (earliest delayed message or lease
+    /// deadline), if it fetched.
+    pub(crate) next_event: Option<Instant>,
+}
+
+pub(crate) struct TopicQueue {
+    pub(crate) topic: &'static str,
+    pub(crate) keys: TopicKeys,
+    pub(crate) policy: Policy,
+    client: Client,
+}
+
+impl TopicQueue {
+    pub(crate) fn new(client: Client, topic: &'static str, policy: Policy) -> Self {
+        TopicQueue {
+            keys: client.keys(topic),
+            topic,
+            policy,
+            client,
+        }
+    }
+
+    /// Writes `settled` and leases up to `want` messages, in one round trip.
+    pub(crate) async fn round_trip(
+        &self,
+        settled: &[Settlement],
+        want: usize,
+    ) -> Result<RoundTrip, Error> {
+        let mut calls = Vec::with_capacity(3);
+        let acks: Vec<&Settlement> = settled.iter().filter(|s| s.outcome.is_ok()).collect();
+        let fails: Vec<&Settlement> = settled.iter().filter(|s| s.outcome.is_err()).collect();
+        if !acks.is_empty() {
+            calls.push(self.ack_call(&acks));
+        }
+        if !fails.is_empty() {
+            calls.push(self.fail_call(&fails));
+        }
+        if want > 0 {
+            calls.push(self.fetch_call(want));
+        }
+        if calls.is_empty() {
+            return Ok(RoundTrip::default());
+        }
+        let sent_at = Instant::now();
+        let mut results = self.client.run_scripts(calls).await?.into_iter();
+        if !acks.is_empty() {
+            self.report_stale(results.next())?;
+        }
+        if !fails.is_empty() {
+            self.report_failed(&fails, results.next())?;
+        }
+        if want > 0 {
+            let reply = results.next().unwrap_or(Ok(Value::Nil))?;
+            return self.parse_fetch(reply, sent_at);
+        }
+        Ok(RoundTrip::default())
+    }
+
+    fn ack_call(&self, acks: &[&Settlement]) -> redis::Cmd {
+        let k = &self.keys;
+        let mut call =
+            SCRIPTS
+                .ack
+                .call(&[&k.messages, &k.inflight, &k.attempts, &k.errors, &k.stats]);
+        call.arg("");
+        for s in acks {
+            call.arg(s.id.as_str()).arg(s.attempt);
+        }
+        call
+    }
+
+    fn fail_call(&self, fails: &[&Settlement]) -> redis::Cmd {
+        let k = &self.keys;
+        let mut call = SCRIPTS.fail.call(&[
+            &k.messages,
+            &k.delayed,
+            &k.inflight,
+            &k.attempts,
+            &k.errors,
+            &k.dead,
+            &k.stats,
+            &k.wake,
+        ]);
+        call.arg("")
+            .arg(self.policy.max_attempts)
+            .arg(if self.policy.keep_dead { "1" } else { "0" });
+        for s in fails {
+            let Err(error) = &s.outcome else { continue };
+            let (action, delay) = match error.action() {
+                HandlerAction::Retry => ("retry", self.policy.retry_delay(s.attempt)),
+                HandlerAction::RetryAfter(delay) => ("retry", delay),
+                HandlerAction::DeadLetter => ("dead", Duration::ZERO),
+                HandlerAction::Drop => ("drop", Duration::ZERO),
+            };
+            call.arg(s.id.as_str())
+                .arg(s.attempt)
+                .arg(action)
+                .arg(millis(delay))
+                .arg(error.describe());
+        }
+        call
+    }
+
+    fn fetch_call(&self, want: usize) -> redis::Cmd {
+        let k = &self.keys;
+        let mut call = SCRIPTS.fetch.call(&[
+            &k.messages,
+            &k.pending[0],
+            &k.pending[1],
+            &k.pending[2],
+            &k.delayed,
+            &k.inflight,
+            &k.attempts,
+            &k.errors,
+            &k.dead,
+            &k.stats,
+        ]);
+        call.arg("")
+            .arg(want)
+            .arg(millis(self.policy.lease))
+            .arg(self.policy.max_attempts)
+            .arg(if self.policy.keep_dead { "1" } else { "0" });
+        call
+    }
+
+    fn report_stale(&self, reply: Option<redis::RedisResult<Value>>) -> Result<(), Error> {
+        let Some(reply) = reply else { return Ok(()) };
+        if let Value::Array(items) = reply? {
+            for stale in items.iter().skip(1) {
+                if let Value::BulkString(id) = stale {
+                    tracing::warn!(
+                        topic = self.topic,
+                        id = %String::from_utf8_lossy(id),
+                        "ack ignored: the lease had lapsed and the message belongs to another delivery now"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn report_failed(
+        &self,
+        fails: &[&Settlement],
+        reply: Option<redis::RedisResult<Value>>,
+    ) -> Result<(), Error> {
+        let Some(reply) = reply else { return Ok(()) };
+        let Value::Array(codes) = reply? else {
+            return Err(Error::Protocol("fail.lua did not return a list".into()));
+        };
+        for (s, code) in fails.iter().zip(codes) {
+            let error = s
+                .outcome
+                .as_ref()
+                .err()
+                .map(HandlerError::describe)
+                .unwrap_or_default();
+            match code {
+                Value::Int(1) => {
+                    tracing::info!(topic = self.topic, id = %s.id, attempt = s.attempt, %error, "attempt failed; retry scheduled")
+                }
+                Value::Int(2) => {
+                    tracing::warn!(topic = self.topic, id = %s.id, attempt = s.attempt, %error, "attempt failed; message dead-lettered")
+                }
+                Value::Int(3) => {
+                    tracing::info!(topic = self.topic, id = %s.id, attempt = s.attempt, %error, "attempt failed; message dropped as the handler asked")
+                }
+                _ => {
+                    tracing::warn!(topic = self.topic, id = %s.id, attempt = s.attempt, "failure ignored: the lease had lapsed and the message belongs to another delivery now")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_fetch(&self, reply: Value, sent_at: Instant) -> Result<RoundTrip, Error> {
+        let bad =
+            |what: &str| Error::Protocol(format!("fetch.lua reply for `{}`: {what}", self.topic));
+        let Value::Array(items) = reply else {
+            return Err(bad("not a list"));
+        };
+        let int = |v: &Value| match v {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        };
+        let now = items.first().and_then(int).ok_or_else(|| bad("no clock"))?;
+        let next = [items.get(1).and_then(int), items.get(2).and_then(int)]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t >= 0)
+            .min()
+            // +1 ms: the scripts compare whole milliseconds; never wake before the due time
+            .map(|t| sent_at + Duration::from_millis((t - now).max(0) as u64 + 1));
+        let mut deliveries = Vec::with_capacity(items.len().saturating_sub(3) / 3);
+        let mut unreadable = Vec::new();
+        for chunk in items[3.min(items.len())..].chunks(3) {
+            let [Value::BulkString(id), Value::Int(attempt), Value::BulkString(stored)] = chunk
+            else {
+                return Err(bad("malformed delivery"));
+            };
+            let id = MessageId::new(String::from_utf8_lossy(id).into_owned());
+            let attempt = u32::try_from(*attempt).unwrap_or(u32::MAX);
+            let env = match envelope::decode(stored) {
+                Ok(env) => env,
+                Err(e) => {
+                    // written by something other than rmq: never deliverable, keep it for a human
+                    unreadable.push(Settlement {
+                        id,
+                        attempt,
+                        outcome: Err(HandlerError::dead_letter(format!(
+                            "unreadable envelope: {e}"
+                        ))),
+                    });
+                    continue;
+                }
+            };
+            let context = Context::new(id, self.topic, attempt, env.produced_at(), env.headers);
+            deliveries.push((
+                Delivery {
+                    payload: env.payload,
+                    context,
+                },
+                attempt,
+            ));
+        }
+        Ok(RoundTrip {
+            deliveries,
+            unreadable,
+            next_event: next,
+        })
+    }
+}

@@ -1,0 +1,261 @@
+//! Producing: `msg.produce()`, `msg.send()...await`, `T::produce_batch(..)`.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use redis::Value;
+use rmq_core::duration::millis;
+use rmq_core::envelope::encode_body;
+use rmq_core::{Headers, MessageId, Priority, Topic};
+
+use crate::client::{global_client, Client};
+use crate::error::Error;
+use crate::scripts::SCRIPTS;
+
+/// Messages per produce script call. Larger batches are split into several calls that
+/// still travel in one pipeline (one round trip); each call is atomic on its own.
+const MESSAGES_PER_CALL: usize = 1000;
+
+/// The result of producing one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Produced {
+    /// The message id (generated, or the one given with `.id(..)`).
+    pub id: MessageId,
+    /// True when a message with this explicit id already existed, so nothing was stored.
+    pub duplicate: bool,
+}
+
+/// Options for producing one message; await it to produce. Created by the generated
+/// `send()`:
+///
+/// ```no_run
+/// # use rmq_runtime::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # use std::time::Duration;
+/// # #[topic("order_created")]
+/// # #[derive(Serialize, Deserialize)]
+/// # struct OrderCreated { order_id: String }
+/// # async fn f() -> Result<(), rmq_runtime::Error> {
+/// let sent = OrderCreated { order_id: "ORD_2".into() }
+///     .send()
+///     .delay(Duration::from_secs(300))
+///     .priority(Priority::Low)
+///     .id("ORD_2")
+///     .await?;
+/// if sent.duplicate {
+///     println!("ORD_2 was already queued");
+/// }
+/// # Ok(()) }
+/// ```
+#[must_use = "a SendBuilder does nothing until it is awaited"]
+pub struct SendBuilder<T: Topic> {
+    message: T,
+    delay: Option<Duration>,
+    at: Option<SystemTime>,
+    priority: Option<Priority>,
+    ttl: Option<Duration>,
+    id: Option<String>,
+    headers: Headers,
+    client: Option<Client>,
+}
+
+impl<T: Topic> SendBuilder<T> {
+    /// Starts a builder with the topic's defaults.
+    pub fn new(message: T) -> Self {
+        SendBuilder {
+            message,
+            delay: None,
+            at: None,
+            priority: None,
+            ttl: None,
+            id: None,
+            headers: Headers::new(),
+            client: None,
+        }
+    }
+
+    /// Deliver no earlier than `delay` from now.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self.at = None;
+        self
+    }
+
+    /// Deliver no earlier than `time` (a time in the past means now).
+    pub fn at(mut self, time: SystemTime) -> Self {
+        self.at = Some(time);
+        self.delay = None;
+        self
+    }
+
+    /// Priority of this message (the topic's `priority` otherwise).
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Time to live: if not delivered within `ttl` of becoming ready, the message is
+    /// dropped and counted as expired. `Duration::ZERO` means no expiry.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// An explicit id: producing an id that is still stored (pending, delayed, in flight
+    /// or dead) stores nothing and reports `duplicate`.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Adds one header, readable with `Context::header`.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Adds headers, readable with `Context::headers`.
+    pub fn headers(mut self, headers: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.headers.extend(headers);
+        self
+    }
+
+    /// Produces through `client` instead of the process-wide client.
+    pub fn via(mut self, client: &Client) -> Self {
+        self.client = Some(client.clone());
+        self
+    }
+
+    /// Encodes the message into the produce script's five arguments.
+    fn prepare(&self, client: &Client) -> Result<Prepared, Error> {
+        let id = match &self.id {
+            Some(id) => {
+                let id = MessageId::new(id.clone());
+                id.validate().map_err(Error::InvalidOption)?;
+                id
+            }
+            None => MessageId::generate(),
+        };
+        let payload = serde_json::to_vec(&self.message).map_err(|source| Error::Encode {
+            topic: T::NAME,
+            source,
+        })?;
+        let delay = match (self.delay, self.at) {
+            (Some(delay), _) => delay,
+            (None, Some(at)) => at.duration_since(SystemTime::now()).unwrap_or_default(),
+            (None, None) => Duration::ZERO,
+        };
+        let ttl = self
+            .ttl
+            .or(T::OPTIONS.ttl)
+            .unwrap_or(client.config().message_ttl);
+        Ok(Prepared {
+            id,
+            priority: self.priority.unwrap_or(T::OPTIONS.priority),
+            delay_ms: millis(delay),
+            ttl_ms: millis(ttl),
+            body: encode_body(&self.headers, &payload),
+        })
+    }
+}
+
+struct Prepared {
+    id: MessageId,
+    priority: Priority,
+    delay_ms: u64,
+    ttl_ms: u64,
+    body: Vec<u8>,
+}
+
+impl<T: Topic> IntoFuture for SendBuilder<T> {
+    type Output = Result<Produced, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let client = match &self.client {
+                Some(client) => client.clone(),
+                None => global_client().await?,
+            };
+            let mut sent = produce_many(&client, vec![self]).await?;
+            sent.pop()
+                .ok_or_else(|| Error::Protocol("produce returned no result".into()))
+        })
+    }
+}
+
+/// Stores `builders` (all of topic `T`) in one round trip.
+pub(crate) async fn produce_many<T: Topic>(
+    client: &Client,
+    builders: Vec<SendBuilder<T>>,
+) -> Result<Vec<Produced>, Error> {
+    if builders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let prepared = builders
+        .iter()
+        .map(|b| b.prepare(client))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = client.keys(T::NAME);
+    let script_keys = [
+        &keys.messages,
+        &keys.pending[0],
+        &keys.pending[1],
+        &keys.pending[2],
+        &keys.delayed,
+        &keys.stats,
+        &keys.wake,
+    ];
+    let calls = prepared
+        .chunks(MESSAGES_PER_CALL)
+        .map(|chunk| {
+            let mut call = SCRIPTS.produce.call(&script_keys);
+            call.arg("");
+            for m in chunk {
+                call.arg(m.id.as_str())
+                    .arg(m.priority.index())
+                    .arg(m.delay_ms)
+                    .arg(m.ttl_ms)
+                    .arg(&m.body[..]);
+            }
+            call
+        })
+        .collect();
+    let mut out = Vec::with_capacity(prepared.len());
+    let mut prepared = prepared.into_iter();
+    for result in client.run_scripts(calls).await? {
+        let Value::Array(flags) = result? else {
+            return Err(Error::Protocol("produce.lua did not return a list".into()));
+        };
+        for flag in flags {
+            let message = prepared
+                .next()
+                .ok_or_else(|| Error::Protocol("produce.lua returned too many results".into()))?;
+            out.push(Produced {
+                id: message.id,
+                duplicate: flag == Value::Int(0),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `msg.produce()` through the process-wide client.
+pub fn produce<T: Topic>(message: T) -> impl Future<Output = Result<MessageId, Error>> + Send {
+    let sent = SendBuilder::new(message).into_future();
+    async move { sent.await.map(|s| s.id) }
+}
+
+/// `T::produce_batch(items)` through the process-wide client: one round trip.
+pub fn produce_batch<T: Topic>(
+    messages: impl IntoIterator<Item = T>,
+) -> impl Future<Output = Result<Vec<MessageId>, Error>> + Send {
+    let builders: Vec<SendBuilder<T>> = messages.into_iter().map(SendBuilder::new).collect();
+    async move {
+        let client = global_client().await?;
+        produce_many(&client, builders)
+            .await
+            .map(|sent| sent.into_iter().map(|s| s.id).collect())
+    }
+}
