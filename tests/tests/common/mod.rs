@@ -1,0 +1,294 @@
+//! Helpers shared by the integration tests: each test starts its own `redis-server`, uses
+//! its own key prefix, and reads Redis through its own connection to check what is left.
+
+#![allow(dead_code)] // every test binary uses a different subset
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use rmq_runtime::{Client, Config, TopicKeys};
+use rmq_testkit::RedisServer;
+
+/// How long a test waits for an outcome that normally takes milliseconds.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long a test watches for something that must *not* happen (a second delivery),
+/// after the retries or delays involved (all ≤ 100 ms in these tests) have passed.
+pub const QUIET: Duration = Duration::from_millis(400);
+
+/// A private Redis, a unique prefix, an rmq client on both and a raw connection to check
+/// the state of Redis.
+pub struct TestEnv {
+    pub server: RedisServer,
+    pub prefix: String,
+    pub client: Client,
+    pub redis: MultiplexedConnection,
+}
+
+impl TestEnv {
+    /// Starts everything for the test `name`.
+    pub async fn start(name: &str) -> TestEnv {
+        let server = start_server(&[]);
+        let prefix = rmq_testkit::unique_prefix(name);
+        let client = within(
+            "Client::connect",
+            PATIENCE,
+            Client::connect(config(&server, &prefix)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("Client::connect to {}: {e}", server.url()));
+        let redis = raw_connection(&server.url()).await;
+        TestEnv {
+            server,
+            prefix,
+            client,
+            redis,
+        }
+    }
+
+    /// The keys of `topic` under this test's prefix.
+    pub fn keys(&self, topic: &str) -> TopicKeys {
+        self.client.keys(topic)
+    }
+
+    /// Every key under this test's prefix, sorted.
+    pub async fn all_keys(&self) -> Vec<String> {
+        keys_under(&self.redis, &self.prefix).await
+    }
+
+    /// Keys under this test's prefix other than the `:stats` counters, i.e. what a
+    /// completed message must not leave behind.
+    pub async fn message_keys(&self) -> Vec<String> {
+        self.all_keys()
+            .await
+            .into_iter()
+            .filter(|key| !key.ends_with(":stats"))
+            .collect()
+    }
+
+    /// Waits until nothing but `:stats` is left under the prefix; panics with what is left.
+    pub async fn assert_eventually_clean(&self) {
+        let redis = self.redis.clone();
+        let prefix = self.prefix.clone();
+        let clean = poll(PATIENCE, || {
+            let redis = redis.clone();
+            let prefix = prefix.clone();
+            async move {
+                keys_under(&redis, &prefix)
+                    .await
+                    .iter()
+                    .all(|key| key.ends_with(":stats"))
+            }
+        })
+        .await;
+        if !clean {
+            panic!(
+                "after every message completed, Redis still holds per-message keys:\n{}",
+                self.describe().await
+            );
+        }
+    }
+
+    /// Every key under the prefix with its type and size, for failure messages.
+    pub async fn describe(&self) -> String {
+        let mut out = String::new();
+        for key in self.all_keys().await {
+            let mut redis = self.redis.clone();
+            let kind: String = redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await
+                .unwrap_or_default();
+            let size_cmd = match kind.as_str() {
+                "list" => "LLEN",
+                "zset" => "ZCARD",
+                "hash" => "HLEN",
+                "set" => "SCARD",
+                _ => "STRLEN",
+            };
+            let size: i64 = redis::cmd(size_cmd)
+                .arg(&key)
+                .query_async(&mut redis)
+                .await
+                .unwrap_or(-1);
+            out.push_str(&format!("  {key} ({kind}, {size})\n"));
+        }
+        if out.is_empty() {
+            out.push_str("  (no keys)\n");
+        }
+        out
+    }
+
+    /// `ZCARD`/`LLEN`/`HLEN` of `key` (0 when it does not exist).
+    pub async fn len(&self, key: &str) -> usize {
+        let mut redis = self.redis.clone();
+        let kind: String = redis::cmd("TYPE")
+            .arg(key)
+            .query_async(&mut redis)
+            .await
+            .expect("TYPE");
+        let cmd = match kind.as_str() {
+            "none" => return 0,
+            "list" => "LLEN",
+            "zset" => "ZCARD",
+            "hash" => "HLEN",
+            other => panic!("{key} is a {other}"),
+        };
+        redis::cmd(cmd)
+            .arg(key)
+            .query_async(&mut redis)
+            .await
+            .expect("length")
+    }
+
+    /// Waits until `client.dead_letters::<T>()` lists at least `n` entries; panics with the
+    /// state of Redis if it does not.
+    pub async fn wait_for_dead_letters<T: rmq_runtime::Topic>(&self, n: usize) {
+        let client = &self.client;
+        let found = poll(PATIENCE, || async move {
+            client
+                .dead_letters::<T>()
+                .await
+                .map(|dead| dead.len() >= n)
+                .unwrap_or(false)
+        })
+        .await;
+        if !found {
+            panic!(
+                "expected {n} dead letter(s) of {}; Redis holds:\n{}",
+                T::NAME,
+                self.describe().await
+            );
+        }
+    }
+
+    /// The counters in the topic's `stats` hash.
+    pub async fn stats(&self, topic: &str) -> std::collections::HashMap<String, i64> {
+        let mut redis = self.redis.clone();
+        redis::cmd("HGETALL")
+            .arg(&self.keys(topic).stats)
+            .query_async(&mut redis)
+            .await
+            .expect("HGETALL stats")
+    }
+}
+
+/// The config every test uses: the private server and the test's prefix, defaults
+/// otherwise.
+pub fn config(server: &RedisServer, prefix: &str) -> Config {
+    Config {
+        redis_url: server.url(),
+        queue_prefix: prefix.to_string(),
+        ..Config::default()
+    }
+}
+
+/// Starts a private redis-server or fails the test with the testkit's explanation.
+pub fn start_server(extra_args: &[&str]) -> RedisServer {
+    RedisServer::start_with(extra_args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A connection of our own, to look at Redis the way an operator would.
+pub async fn raw_connection(url: &str) -> MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection to the test's redis-server")
+}
+
+/// Every key matching `prefix:*` (SCAN, not KEYS), sorted.
+pub async fn keys_under(redis: &MultiplexedConnection, prefix: &str) -> Vec<String> {
+    let mut redis = redis.clone();
+    let mut cursor: u64 = 0;
+    let mut keys = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut redis)
+            .await
+            .expect("SCAN");
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Polls `check` every 5 ms until it is true (→ true) or `timeout` passes (→ false).
+pub async fn poll<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Polls a synchronous condition; panics with `what` if it does not hold within
+/// [`PATIENCE`].
+pub async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    if !poll(PATIENCE, || std::future::ready(check())).await {
+        panic!("timed out after {:?} waiting for {what}", started.elapsed());
+    }
+}
+
+/// Awaits `future`, failing the test if it takes longer than `timeout` (so a hung
+/// `shutdown()` or `spawn()` fails instead of hanging the suite).
+pub async fn within<T>(what: &str, timeout: Duration, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(timeout, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what} did not finish within {timeout:?}"),
+    }
+}
+
+/// Spawns a runtime for `topics` on `client` with `max_workers`, bounded in time.
+pub async fn spawn_runtime(
+    client: &Client,
+    topics: &[&'static str],
+    max_workers: usize,
+) -> rmq_runtime::RuntimeHandle {
+    within(
+        "spawning the runtime",
+        PATIENCE,
+        rmq_runtime::builder()
+            .client(client)
+            .topics(topics.iter().copied())
+            .max_workers(max_workers)
+            .spawn(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("spawn: {e}"))
+}
+
+/// Shuts a runtime down gracefully, bounded in time.
+pub async fn shutdown(handle: rmq_runtime::RuntimeHandle) {
+    within("RuntimeHandle::shutdown", PATIENCE, handle.shutdown())
+        .await
+        .unwrap_or_else(|e| panic!("shutdown: {e}"));
+}
+
+/// Milliseconds since 1970.
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}

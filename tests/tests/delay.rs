@@ -1,0 +1,299 @@
+//! Delayed messages run at their time: never early, and within 100 ms after it even when
+//! the runtime is idle (MX-RMQ and apalis run delayed work up to a second early or 30 s
+//! late; LESSONS.md §1, §7).
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use rmq_runtime::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// A delivery as a handler saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    label: String,
+    at: SystemTime,
+    instant: Instant,
+}
+
+fn seen(label: String) -> Seen {
+    Seen {
+        label,
+        at: SystemTime::now(),
+        instant: Instant::now(),
+    }
+}
+
+#[topic("delay_one")]
+#[derive(Debug, Serialize, Deserialize)]
+struct One {
+    label: String,
+}
+
+static ONE: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
+
+#[handler]
+async fn record_one(msg: One) {
+    ONE.lock().unwrap().push(seen(msg.label));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_delay_is_never_early_and_at_most_100ms_late() {
+    let env = TestEnv::start("delay_one_second").await;
+    let keys = env.keys(One::NAME);
+    // The runtime is already idle when the message is produced: it must wake up by itself.
+    let handle = spawn_runtime(&env.client, &[One::NAME], 2).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let before = SystemTime::now();
+    let before_instant = Instant::now();
+    let sent = One {
+        label: "late".into(),
+    }
+    .send()
+    .delay(Duration::from_secs(1))
+    .via(&env.client)
+    .await
+    .expect("produce delayed");
+    let after_instant = Instant::now();
+
+    // While it waits it is only in `delayed`, scored by its due time.
+    let mut redis = env.redis.clone();
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&keys.delayed)
+        .arg(sent.id.as_str())
+        .query_async(&mut redis)
+        .await
+        .expect("ZSCORE");
+    let Some(score) = score else {
+        panic!(
+            "a delayed message must wait in {}; Redis holds:\n{}",
+            keys.delayed,
+            env.describe().await
+        )
+    };
+    let due_ms = score as u64;
+    let earliest_due = unix_ms(before) + 1000;
+    let latest_due = unix_ms(SystemTime::now()) + 1000;
+    assert!(
+        (earliest_due..=latest_due).contains(&due_ms),
+        "due {due_ms} outside {earliest_due}..={latest_due}"
+    );
+    for pending in &keys.pending {
+        assert_eq!(env.len(pending).await, 0, "{pending} before the due time");
+    }
+    assert!(ONE.lock().unwrap().is_empty());
+
+    wait_for("the delayed delivery", || !ONE.lock().unwrap().is_empty()).await;
+    let got = ONE.lock().unwrap()[0].clone();
+    shutdown(handle).await;
+
+    assert_eq!(got.label, "late");
+    assert!(
+        unix_ms(got.at) >= due_ms,
+        "delivered {} ms early",
+        due_ms - unix_ms(got.at)
+    );
+    let lateness_max = got.instant - (before_instant + Duration::from_secs(1));
+    let lateness_min = got
+        .instant
+        .saturating_duration_since(after_instant + Duration::from_secs(1));
+    eprintln!(
+        "1 s delay: delivered {lateness_min:?}..{lateness_max:?} after its due time \
+         ({} ms after the stored due time)",
+        unix_ms(got.at) - due_ms
+    );
+    assert!(
+        lateness_min <= Duration::from_millis(100),
+        "delivered {lateness_min:?} after its due time (bound: 100 ms)"
+    );
+    env.assert_eventually_clean().await;
+}
+
+#[topic("delay_at")]
+#[derive(Debug, Serialize, Deserialize)]
+struct At {
+    label: String,
+}
+
+static AT: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
+
+#[handler]
+async fn record_at(msg: At) {
+    AT.lock().unwrap().push(seen(msg.label));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_time_runs_at_that_time() {
+    let env = TestEnv::start("delay_at").await;
+    let handle = spawn_runtime(&env.client, &[At::NAME], 2).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let when = SystemTime::now() + Duration::from_millis(600);
+    At { label: "at".into() }
+        .send()
+        .at(when)
+        .via(&env.client)
+        .await
+        .expect("produce at a time");
+    assert_eq!(env.len(&env.keys(At::NAME).delayed).await, 1);
+
+    wait_for("the delivery at its time", || {
+        !AT.lock().unwrap().is_empty()
+    })
+    .await;
+    let got = AT.lock().unwrap()[0].clone();
+    shutdown(handle).await;
+
+    assert!(
+        unix_ms(got.at) >= unix_ms(when),
+        "delivered {} ms before the requested time",
+        unix_ms(when) - unix_ms(got.at)
+    );
+    let late = got.at.duration_since(when).unwrap_or_default();
+    eprintln!(".at(time): delivered {late:?} after the requested time");
+    assert!(late <= Duration::from_millis(100), "{late:?} late");
+    env.assert_eventually_clean().await;
+}
+
+#[topic("delay_many")]
+#[derive(Debug, Serialize, Deserialize)]
+struct Many {
+    label: String,
+}
+
+static MANY: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
+
+#[handler]
+async fn record_many(msg: Many) {
+    MANY.lock().unwrap().push(seen(msg.label));
+}
+
+/// Delays produced in reverse order run in due order, each at its own time, and do not
+/// hold back a message that is ready now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_messages_run_in_due_order_without_blocking_ready_ones() {
+    let env = TestEnv::start("delay_many").await;
+    let handle = spawn_runtime(&env.client, &[Many::NAME], 2).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let start = SystemTime::now();
+    let mut due = Vec::new();
+    for (label, ms) in [("c", 600u64), ("b", 400), ("a", 200)] {
+        Many {
+            label: label.into(),
+        }
+        .send()
+        .delay(Duration::from_millis(ms))
+        .via(&env.client)
+        .await
+        .expect("produce delayed");
+        due.push((label, unix_ms(start) + ms));
+    }
+    Many {
+        label: "now".into(),
+    }
+    .send()
+    .via(&env.client)
+    .await
+    .expect("produce");
+
+    wait_for("4 deliveries", || MANY.lock().unwrap().len() >= 4).await;
+    shutdown(handle).await;
+    let got = MANY.lock().unwrap().clone();
+    let labels: Vec<&str> = got.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(labels, ["now", "a", "b", "c"]);
+    assert!(
+        got[0].at < start + Duration::from_millis(150),
+        "a ready message waited behind delayed ones"
+    );
+    for (label, due_ms) in due {
+        let delivery = got.iter().find(|s| s.label == label).expect("delivered");
+        let at = unix_ms(delivery.at);
+        assert!(at >= due_ms, "{label} ran {} ms early", due_ms - at);
+        assert!(at <= due_ms + 150, "{label} ran {} ms late", at - due_ms);
+    }
+    env.assert_eventually_clean().await;
+}
+
+#[topic("delay_busy")]
+#[derive(Debug, Serialize, Deserialize)]
+struct Busy {
+    label: String,
+}
+
+static BUSY: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
+
+#[handler]
+async fn record_busy(msg: Busy) {
+    BUSY.lock().unwrap().push(seen(msg.label));
+}
+
+/// While ready messages keep the runtime fetching, a delayed message is still not promoted
+/// before its time (an idle runtime sleeps until the due time, so only a busy one can show
+/// an early promotion).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_runtime_does_not_run_delayed_messages_early() {
+    let env = TestEnv::start("delay_busy").await;
+    let keys = env.keys(Busy::NAME);
+    let handle = spawn_runtime(&env.client, &[Busy::NAME], 2).await;
+    let sent = Busy {
+        label: "delayed".into(),
+    }
+    .send()
+    .delay(Duration::from_millis(300))
+    .via(&env.client)
+    .await
+    .expect("produce delayed");
+    let mut redis = env.redis.clone();
+    let due_ms: f64 = redis::cmd("ZSCORE")
+        .arg(&keys.delayed)
+        .arg(sent.id.as_str())
+        .query_async(&mut redis)
+        .await
+        .expect("ZSCORE of the delayed message");
+    let due_ms = due_ms as u64;
+
+    let traffic_until = Instant::now() + Duration::from_millis(450);
+    let mut n = 0;
+    while Instant::now() < traffic_until {
+        Busy {
+            label: format!("ready-{n}"),
+        }
+        .send()
+        .via(&env.client)
+        .await
+        .expect("produce ready");
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    wait_for("the delayed delivery", || {
+        BUSY.lock().unwrap().iter().any(|s| s.label == "delayed")
+    })
+    .await;
+    shutdown(handle).await;
+
+    let got = BUSY.lock().unwrap().clone();
+    let delayed = got
+        .iter()
+        .find(|s| s.label == "delayed")
+        .expect("delivered");
+    let ready_near_due = got
+        .iter()
+        .filter(|s| s.label != "delayed")
+        .filter(|s| (due_ms.saturating_sub(30)..due_ms).contains(&unix_ms(s.at)))
+        .count();
+    assert!(
+        ready_near_due > 0,
+        "the test needs ready traffic in the 30 ms before the due time ({n} produced)"
+    );
+    assert!(
+        unix_ms(delayed.at) >= due_ms,
+        "a busy runtime ran the delayed message {} ms early",
+        due_ms - unix_ms(delayed.at)
+    );
+    assert!(unix_ms(delayed.at) <= due_ms + 100, "late");
+}
