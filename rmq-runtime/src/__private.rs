@@ -51,15 +51,19 @@ where
     label = "the second argument of a #[handler] must be `Context`",
     note = "a handler is `async fn(T)` or `async fn(T, Context)` where `T` is a #[topic] type"
 )]
-pub trait HandlerContext {}
+pub trait HandlerContext {
+    /// The handler's second argument, built from the delivery's context.
+    fn from_context(ctx: Context) -> Self;
+}
 
-impl HandlerContext for Context {}
+impl HandlerContext for Context {
+    fn from_context(ctx: Context) -> Self {
+        ctx
+    }
+}
 
 /// Spanned check: `T` is a `#[topic]` type.
 pub const fn assert_topic<T: Topic>() {}
-
-/// Spanned check: `C` is `Context`.
-pub const fn assert_context<C: HandlerContext>() {}
 
 /// Spanned check: `R` is a valid handler return type.
 pub const fn assert_return<R: HandlerReturn>() {}

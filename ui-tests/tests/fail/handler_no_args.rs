@@ -1,0 +1,6 @@
+use rmq_runtime::prelude::*;
+
+#[handler]
+async fn charge() {}
+
+fn main() {}
