@@ -4,42 +4,45 @@
 -- KEYS[2] delayed    zset  id by due time
 -- KEYS[3] inflight   zset  id by lease deadline
 -- KEYS[4] attempts   hash  id -> deliveries so far (the lease token)
--- KEYS[5] errors     hash  id -> "first_failed_ms|last_failed_ms|last error"
+-- KEYS[5] errors     hash  id -> "first_failed_ms|last_failed_ms|reason|last error"
 -- KEYS[6] dead       zset  dead-lettered ids
 -- KEYS[7] stats      hash  counters
 -- KEYS[8] wake       pub/sub channel
 -- ARGV[1] now (ms, "" = Redis TIME)
 -- ARGV[2] max attempts (retries + 1) of this topic
 -- ARGV[3] "1" to keep dead letters, "0" to drop them
--- ARGV[4..] groups of 5: id, lease token, action ("retry" | "dead" | "drop"),
---           retry delay (ms), error text
+-- ARGV[4] most dead letters kept (oldest evicted beyond)
+-- ARGV[5..] groups of 6: id, lease token, action ("retry" | "dead" | "drop"),
+--           retry delay (ms), dead-letter reason (for "dead"), error text
 --
 -- Guarantees: only the holder of the current lease settles a message (see ack.lua).
 -- The handler's own error text is kept, with the first and last failure times.
 -- "retry" re-schedules the message as delayed (it keeps its priority, which lives in the
--- envelope) while attempts < max attempts, and dead-letters it otherwise: `retries = N`
--- allows N + 1 attempts. "dead" dead-letters now; "drop" deletes every trace now.
+-- envelope) while attempts < max attempts, and dead-letters it with reason "retries
+-- exhausted" otherwise: `retries = N` allows N + 1 attempts. "dead" dead-letters now with
+-- the given reason; "drop" deletes every trace now.
 -- Returns: one code per message: 0 stale lease, 1 retried, 2 dead-lettered, 3 dropped.
 
 local k = {
   messages = KEYS[1], delayed = KEYS[2], inflight = KEYS[3], attempts = KEYS[4],
   errors = KEYS[5], dead = KEYS[6], stats = KEYS[7], wake = KEYS[8],
+  keep_dead = ARGV[3], max_dead = tonumber(ARGV[4]),
 }
 local now = now_ms(ARGV[1])
 local max_attempts = tonumber(ARGV[2])
-local keep_dead = ARGV[3]
 local reply = {}
 local failed = 0
 local woke = false
 
-for i = 4, #ARGV, 5 do
+for i = 5, #ARGV, 6 do
   local id, token, action = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local reason, err = ARGV[i + 4], ARGV[i + 5]
   local code = 0
   if holds_lease(k, id, token) then
     redis.call('ZREM', k.inflight, id)
-    record_failure(k.errors, id, now, ARGV[i + 4])
     failed = failed + 1
     if action == 'retry' and tonumber(token) < max_attempts then
+      record_failure(k, id, now, '', err)
       redis.call('ZADD', k.delayed, now + tonumber(ARGV[i + 3]), id)
       redis.call('HINCRBY', k.stats, 'retried', 1)
       if not woke then woke = wake_if_earliest(k.delayed, k.wake, id) end
@@ -49,7 +52,9 @@ for i = 4, #ARGV, 5 do
       redis.call('HINCRBY', k.stats, 'dropped', 1)
       code = 3
     else
-      dead_letter(k, id, now, keep_dead)
+      if action == 'retry' then reason = 'retries exhausted' end
+      record_failure(k, id, now, reason, err)
+      dead_letter(k, id, now)
       code = 2
     end
   end

@@ -13,29 +13,33 @@
 -- ARGV[3] lease length (ms)
 -- ARGV[4] max attempts (retries + 1) of this topic
 -- ARGV[5] "1" to keep dead letters, "0" to drop them
+-- ARGV[6] most dead letters kept (oldest evicted beyond)
+-- ARGV[7] "1" to dead-letter expired messages (reason "expired"), "0" to delete them
 --
 -- In order, atomically:
 -- 1. Lapsed leases (a consumer crashed or stalled): the delivery counts as an attempt;
 --    the message goes back to the FRONT of its priority level, or to the dead-letter queue
---    with "consumer lost" once its attempts are used up.
+--    with reason "consumer lost" once its attempts are used up.
 -- 2. Due delayed messages (new or retried) join the BACK of their priority level, keeping
 --    the priority they were produced with.
 -- 3. Up to N ids are popped, high before normal before low, FIFO within a level. An id
---    whose TTL has passed is deleted and counted as expired, never delivered. Each
---    delivered id gets attempts + 1 and a lease (inflight, score = now + lease length).
---    The new attempt number is the lease token that ack.lua and fail.lua check.
+--    whose TTL has passed is never delivered: it is counted as expired and deleted (or
+--    dead-lettered). Each delivered id gets attempts + 1 and a lease (inflight, score =
+--    now + lease length). The new attempt number is the lease token that ack.lua,
+--    fail.lua, renew.lua and release.lua check.
 -- Returns: { now, next_due (earliest delayed, -1), next_deadline (earliest lease, -1),
 --            id1, attempt1, envelope1, id2, ... }
 
 local k = {
   messages = KEYS[1], delayed = KEYS[5], inflight = KEYS[6], attempts = KEYS[7],
   errors = KEYS[8], dead = KEYS[9], stats = KEYS[10],
+  keep_dead = ARGV[5], max_dead = tonumber(ARGV[6]),
 }
 local now = now_ms(ARGV[1])
 local want = tonumber(ARGV[2])
 local lease = tonumber(ARGV[3])
 local max_attempts = tonumber(ARGV[4])
-local keep_dead = ARGV[5]
+local keep_expired = ARGV[7]
 
 -- 1. reclaim lapsed leases
 local lapsed = redis.call('ZRANGEBYSCORE', k.inflight, '-inf', now, 'LIMIT', 0, 1000)
@@ -44,10 +48,12 @@ for _, id in ipairs(lapsed) do
   local envelope = redis.call('HGET', k.messages, id)
   if envelope then
     local attempts = tonumber(redis.call('HGET', k.attempts, id)) or 0
-    record_failure(k.errors, id, now, 'consumer lost: lease expired during attempt ' .. attempts)
+    local exhausted = attempts >= max_attempts
+    record_failure(k, id, now, exhausted and 'consumer lost' or '',
+      'consumer lost: lease expired during attempt ' .. attempts)
     redis.call('HINCRBY', k.stats, 'lost', 1)
-    if attempts >= max_attempts then
-      dead_letter(k, id, now, keep_dead)
+    if exhausted then
+      dead_letter(k, id, now)
     else
       redis.call('RPUSH', KEYS[2 + priority_of(envelope)], id)
     end
@@ -77,8 +83,13 @@ for level = 0, 2 do
       if envelope then
         local expire = expire_of(envelope)
         if expire > 0 and now >= expire then
-          forget(k, id)
           expired = expired + 1
+          if keep_expired == '1' then
+            record_failure(k, id, now, 'expired', 'expired before delivery (TTL ended at ' .. expire .. ')')
+            dead_letter(k, id, now)
+          else
+            forget(k, id)
+          end
         else
           local attempt = redis.call('HINCRBY', k.attempts, id, 1)
           redis.call('ZADD', k.inflight, now + lease, id)

@@ -33,14 +33,15 @@ local function wake_if_earliest(delayed_key, wake_channel, id)
   return false
 end
 
--- Appends one failure to the message's record "first_ms|last_ms|error".
-local function record_failure(errors_key, id, now, err)
-  local previous = redis.call('HGET', errors_key, id)
+-- Records one failure as "first_ms|last_ms|reason|error". `reason` is empty while the
+-- message will be retried, and says why when this failure dead-letters it.
+local function record_failure(k, id, now, reason, err)
+  local previous = redis.call('HGET', k.errors, id)
   local first = now
   if previous then
     first = tonumber(string.match(previous, '^(%d+)|')) or now
   end
-  redis.call('HSET', errors_key, id, first .. '|' .. now .. '|' .. err)
+  redis.call('HSET', k.errors, id, first .. '|' .. now .. '|' .. reason .. '|' .. err)
 end
 
 -- True when `token` is the current lease of `id`: it is in flight and its attempt count
@@ -57,14 +58,23 @@ local function forget(k, id)
 end
 
 -- Moves a message that has left every queue into the dead-letter zset, or deletes it
--- (counted) when dead letters are disabled. The envelope, attempts and failure record
--- stay while it is dead so it can be inspected and replayed.
-local function dead_letter(k, id, now, keep)
-  if keep == '1' then
-    redis.call('ZADD', k.dead, now, id)
-    redis.call('HINCRBY', k.stats, 'dead', 1)
-  else
+-- (counted as dropped) when dead letters are disabled (k.keep_dead ~= '1'). The envelope,
+-- attempts and failure record stay while it is dead so it can be inspected and replayed.
+-- The DLQ holds at most k.max_dead messages: the oldest are deleted and counted.
+local function dead_letter(k, id, now)
+  if k.keep_dead ~= '1' then
     forget(k, id)
     redis.call('HINCRBY', k.stats, 'dropped', 1)
+    return
+  end
+  redis.call('ZADD', k.dead, now, id)
+  redis.call('HINCRBY', k.stats, 'dead', 1)
+  local excess = redis.call('ZCARD', k.dead) - k.max_dead
+  if excess > 0 then
+    local oldest = redis.call('ZPOPMIN', k.dead, excess)
+    for i = 1, #oldest, 2 do
+      forget(k, oldest[i])
+    end
+    redis.call('HINCRBY', k.stats, 'dead_evicted', excess)
   end
 end

@@ -1,16 +1,15 @@
 //! The Redis connection shared by producers and the runtime, and the process-wide client.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, RedisResult, Value};
 use tokio::sync::OnceCell;
 
-use rmq_core::context::system_time_from_millis;
-use rmq_core::envelope;
-use rmq_core::{MessageId, Priority, Topic, TopicKeys};
+use rmq_core::{MessageId, Topic, TopicKeys};
 
+use crate::admin::{DeadLetter, DeadLetterQueue};
 use crate::config::{Config, ConfigError};
 use crate::error::{redact, Error};
 use crate::producer::SendBuilder;
@@ -120,55 +119,15 @@ impl Client {
         SendBuilder::new(message).via(self)
     }
 
-    /// The dead-letter queue of topic `T`, newest first.
+    /// The dead-letter queue of topic `T`, newest first (all of it; see [`Client::dlq`]
+    /// for paging, replay and purge).
     pub async fn dead_letters<T: Topic>(&self) -> Result<Vec<DeadLetter>, Error> {
-        let keys = self.keys(T::NAME);
-        let mut conn = self.connection();
-        let dead: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
-            .arg(&keys.dead)
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await?;
-        if dead.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<&str> = dead.iter().map(|(id, _)| id.as_str()).collect();
-        type Columns = (Vec<Option<Vec<u8>>>, Vec<Option<u32>>, Vec<Option<String>>);
-        let (envelopes, attempts, errors): Columns = redis::pipe()
-            .cmd("HMGET")
-            .arg(&keys.messages)
-            .arg(&ids)
-            .cmd("HMGET")
-            .arg(&keys.attempts)
-            .arg(&ids)
-            .cmd("HMGET")
-            .arg(&keys.errors)
-            .arg(&ids)
-            .query_async(&mut conn)
-            .await?;
-        let mut out = Vec::with_capacity(dead.len());
-        for (i, (id, dead_ms)) in dead.iter().enumerate() {
-            let Some(stored) = envelopes.get(i).cloned().flatten() else {
-                continue; // settled by someone else between the two reads
-            };
-            let envelope = envelope::decode(&stored)
-                .map_err(|e| Error::Protocol(format!("dead letter {id} of {}: {e}", T::NAME)))?;
-            let record = errors.get(i).cloned().flatten().unwrap_or_default();
-            let (first_ms, last_ms, error) = parse_failure_record(&record);
-            out.push(DeadLetter {
-                id: MessageId::new(id.clone()),
-                payload: String::from_utf8_lossy(&envelope.payload).into_owned(),
-                error,
-                attempts: attempts.get(i).copied().flatten().unwrap_or(0),
-                first_failed_at: system_time_from_millis(first_ms),
-                last_failed_at: system_time_from_millis(last_ms),
-                dead_at: system_time_from_millis(*dead_ms as u64),
-                priority: envelope.priority,
-            });
-        }
-        Ok(out)
+        self.dlq::<T>().list(0, usize::MAX).await
+    }
+
+    /// Administration of topic `T`'s dead-letter queue.
+    pub fn dlq<T: Topic>(&self) -> DeadLetterQueue<T> {
+        DeadLetterQueue::new(self.clone())
     }
 
     /// A handle on the shared multiplexed connection (never used for blocking commands).
@@ -237,35 +196,6 @@ fn is_noscript(e: &redis::RedisError) -> bool {
     e.code() == Some("NOSCRIPT")
 }
 
-/// Splits "first_ms|last_ms|error" as written by the scripts.
-fn parse_failure_record(record: &str) -> (u64, u64, String) {
-    let mut parts = record.splitn(3, '|');
-    let first = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let last = parts.next().and_then(|s| s.parse().ok()).unwrap_or(first);
-    (first, last, parts.next().unwrap_or("").to_string())
-}
-
-/// A message in a topic's dead-letter queue.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DeadLetter {
-    /// The message id.
-    pub id: MessageId,
-    /// The payload JSON exactly as produced.
-    pub payload: String,
-    /// The last error: the handler's own text, or "consumer lost: ...", "decode error: ...".
-    pub error: String,
-    /// Deliveries made.
-    pub attempts: u32,
-    /// When the first attempt failed.
-    pub first_failed_at: SystemTime,
-    /// When the last attempt failed.
-    pub last_failed_at: SystemTime,
-    /// When it was dead-lettered.
-    pub dead_at: SystemTime,
-    /// The priority it was produced with (kept for replay).
-    pub priority: Priority,
-}
-
 static GLOBAL_CONFIG: OnceLock<Config> = OnceLock::new();
 static GLOBAL_CLIENT: OnceCell<Client> = OnceCell::const_new();
 
@@ -297,18 +227,4 @@ pub async fn global_client() -> Result<Client, Error> {
         })
         .await
         .cloned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_failure_record;
-
-    #[test]
-    fn failure_record_keeps_pipes_in_error_text() {
-        assert_eq!(
-            parse_failure_record("10|20|boom | bang"),
-            (10, 20, "boom | bang".to_string())
-        );
-        assert_eq!(parse_failure_record(""), (0, 0, String::new()));
-    }
 }

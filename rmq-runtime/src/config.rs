@@ -21,6 +21,10 @@ use rmq_core::duration::{format_duration, parse_duration};
 /// | `max_retries` | `MQ_MAX_RETRIES` | `3` | retries after the first attempt (so 4 attempts) |
 /// | `retry_delays` | `MQ_RETRY_DELAYS` | `60s,300s,1800s` | wait before each retry; the last repeats |
 /// | `enable_dead_letter` | `MQ_ENABLE_DEAD_LETTER` | `true` | keep exhausted messages in the DLQ (else drop and count them) |
+/// | `lease_duration` | `MQ_LEASE_DURATION` | `30s` | how long a fetched message stays leased; running handlers renew it every third of it, so a crashed consumer's messages return within about this time |
+/// | `dead_letter_max` | `MQ_DEAD_LETTER_MAX` | `100000` | most dead letters kept per topic; the oldest are deleted (and counted) beyond |
+/// | `dead_letter_expired` | `MQ_DEAD_LETTER_EXPIRED` | `false` | keep messages whose TTL ran out in the DLQ (reason "expired") instead of deleting them |
+/// | `produce_retries` | `MQ_PRODUCE_RETRIES` | `0` | times a produce is retried (100 ms, 200 ms, … apart) when Redis cannot be reached; safe because ids are fixed before the first try |
 /// | `poll_interval` | `MQ_POLL_INTERVAL` | `5s` | safety-net fetch of an idle topic (wake-ups are pushed; see ARCHITECTURE.md) |
 /// | `shutdown_timeout` | `MQ_SHUTDOWN_TIMEOUT` | `30s` | how long a graceful shutdown waits for running handlers |
 /// | `command_timeout` | `MQ_COMMAND_TIMEOUT` | `5s` | time limit of one Redis round trip |
@@ -55,6 +59,14 @@ pub struct Config {
     pub retry_delays: Vec<Duration>,
     /// `MQ_ENABLE_DEAD_LETTER`.
     pub enable_dead_letter: bool,
+    /// `MQ_LEASE_DURATION`.
+    pub lease_duration: Duration,
+    /// `MQ_DEAD_LETTER_MAX`.
+    pub dead_letter_max: usize,
+    /// `MQ_DEAD_LETTER_EXPIRED`.
+    pub dead_letter_expired: bool,
+    /// `MQ_PRODUCE_RETRIES`.
+    pub produce_retries: u32,
     /// `MQ_POLL_INTERVAL`.
     pub poll_interval: Duration,
     /// `MQ_SHUTDOWN_TIMEOUT`.
@@ -81,6 +93,10 @@ impl Default for Config {
                 Duration::from_secs(1800),
             ],
             enable_dead_letter: true,
+            lease_duration: Duration::from_secs(30),
+            dead_letter_max: 100_000,
+            dead_letter_expired: false,
+            produce_retries: 0,
             poll_interval: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(5),
@@ -160,17 +176,21 @@ impl Config {
                 .collect::<Result<_, _>>()?;
         }
         if let Some(v) = get("MQ_ENABLE_DEAD_LETTER") {
-            c.enable_dead_letter = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => {
-                    return Err(ConfigError::new(
-                        "MQ_ENABLE_DEAD_LETTER",
-                        &v,
-                        "true or false (also 1/0, yes/no, on/off)",
-                    ))
-                }
-            };
+            c.enable_dead_letter = boolean("MQ_ENABLE_DEAD_LETTER", &v)?;
+        }
+        if let Some(v) = get("MQ_LEASE_DURATION") {
+            c.lease_duration = duration("MQ_LEASE_DURATION", &v)?;
+        }
+        if let Some(v) = get("MQ_DEAD_LETTER_MAX") {
+            c.dead_letter_max = positive("MQ_DEAD_LETTER_MAX", &v)?;
+        }
+        if let Some(v) = get("MQ_DEAD_LETTER_EXPIRED") {
+            c.dead_letter_expired = boolean("MQ_DEAD_LETTER_EXPIRED", &v)?;
+        }
+        if let Some(v) = get("MQ_PRODUCE_RETRIES") {
+            c.produce_retries = v.trim().parse().map_err(|_| {
+                ConfigError::new("MQ_PRODUCE_RETRIES", &v, "a whole number ≥ 0, e.g. 3")
+            })?;
         }
         if let Some(v) = get("MQ_POLL_INTERVAL") {
             c.poll_interval = duration("MQ_POLL_INTERVAL", &v)?;
@@ -220,8 +240,30 @@ impl Config {
         }
         nonzero("processing_timeout", self.processing_timeout)?;
         nonzero("poll_interval", self.poll_interval)?;
+        if self.lease_duration < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "lease_duration",
+                format_duration(self.lease_duration),
+                "at least 100ms (it is renewed every third of it)",
+            ));
+        }
+        if self.dead_letter_max == 0 {
+            return Err(ConfigError::new("dead_letter_max", 0, "at least 1"));
+        }
         nonzero("command_timeout", self.command_timeout)?;
         Ok(())
+    }
+}
+
+fn boolean(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::new(
+            name,
+            value,
+            "true or false (also 1/0, yes/no, on/off)",
+        )),
     }
 }
 

@@ -21,14 +21,13 @@ pub(crate) struct Policy {
     pub(crate) backoff: Option<Backoff>,
     pub(crate) retry_delays: Vec<Duration>,
     pub(crate) timeout: Duration,
-    /// How long a fetched message stays leased: the handler timeout plus a margin, so a
-    /// handler that is cancelled at its timeout always settles before its lease lapses.
+    /// How long a fetched message stays leased; renewed every third of it while its
+    /// handler runs.
     pub(crate) lease: Duration,
     pub(crate) keep_dead: bool,
+    pub(crate) max_dead: usize,
+    pub(crate) keep_expired: bool,
 }
-
-/// Added to the handler timeout to get the lease length.
-const LEASE_MARGIN: Duration = Duration::from_secs(10);
 
 impl Policy {
     pub(crate) fn resolve(options: &rmq_core::TopicOptions, config: &Config) -> Policy {
@@ -41,8 +40,10 @@ impl Policy {
             backoff: options.backoff,
             retry_delays: config.retry_delays.clone(),
             timeout,
-            lease: timeout + LEASE_MARGIN,
+            lease: config.lease_duration,
             keep_dead: config.enable_dead_letter,
+            max_dead: config.dead_letter_max,
+            keep_expired: config.dead_letter_expired,
         }
     }
 
@@ -64,6 +65,28 @@ pub(crate) struct Settlement {
     pub(crate) id: MessageId,
     pub(crate) attempt: u32,
     pub(crate) outcome: Result<(), HandlerError>,
+    /// Why the message is dead-lettered when the error asks for it ("decode error", ...);
+    /// `None` = the handler asked.
+    pub(crate) dead_reason: Option<&'static str>,
+}
+
+impl Settlement {
+    pub(crate) fn new(id: MessageId, attempt: u32, outcome: Result<(), HandlerError>) -> Self {
+        Settlement {
+            id,
+            attempt,
+            outcome,
+            dead_reason: None,
+        }
+    }
+}
+
+fn flag(on: bool) -> &'static str {
+    if on {
+        "1"
+    } else {
+        "0"
+    }
 }
 
 /// What a round trip brought back.
@@ -158,7 +181,8 @@ impl TopicQueue {
         ]);
         call.arg("")
             .arg(self.policy.max_attempts)
-            .arg(if self.policy.keep_dead { "1" } else { "0" });
+            .arg(flag(self.policy.keep_dead))
+            .arg(self.policy.max_dead);
         for s in fails {
             let Err(error) = &s.outcome else { continue };
             let (action, delay) = match error.action() {
@@ -171,6 +195,7 @@ impl TopicQueue {
                 .arg(s.attempt)
                 .arg(action)
                 .arg(millis(delay))
+                .arg(s.dead_reason.unwrap_or("dead-lettered by handler"))
                 .arg(error.describe());
         }
         call
@@ -194,8 +219,61 @@ impl TopicQueue {
             .arg(want)
             .arg(millis(self.policy.lease))
             .arg(self.policy.max_attempts)
-            .arg(if self.policy.keep_dead { "1" } else { "0" });
+            .arg(flag(self.policy.keep_dead))
+            .arg(self.policy.max_dead)
+            .arg(flag(self.policy.keep_expired));
         call
+    }
+
+    /// Extends the leases of running handlers in one round trip; returns the ids whose
+    /// lease was already lost.
+    pub(crate) async fn renew(&self, running: &[(MessageId, u32)]) -> Result<Vec<String>, Error> {
+        let k = &self.keys;
+        let mut call = SCRIPTS.renew.call(&[&k.inflight, &k.attempts]);
+        call.arg("").arg(millis(self.policy.lease));
+        for (id, attempt) in running {
+            call.arg(id.as_str()).arg(*attempt);
+        }
+        let reply = self.client.run_scripts(vec![call]).await?.pop();
+        let Some(Value::Array(items)) = reply.transpose()? else {
+            return Err(Error::Protocol("renew.lua did not return a list".into()));
+        };
+        Ok(items
+            .iter()
+            .skip(1)
+            .filter_map(|v| match v {
+                Value::BulkString(id) => Some(String::from_utf8_lossy(id).into_owned()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Puts leased messages back at the front of their level without counting the attempt.
+    pub(crate) async fn release(&self, leased: &[(MessageId, u32)]) -> Result<usize, Error> {
+        let k = &self.keys;
+        let mut call = SCRIPTS.release.call(&[
+            &k.messages,
+            &k.pending[0],
+            &k.pending[1],
+            &k.pending[2],
+            &k.inflight,
+            &k.attempts,
+            &k.wake,
+        ]);
+        call.arg("");
+        for (id, attempt) in leased {
+            call.arg(id.as_str()).arg(*attempt);
+        }
+        match self
+            .client
+            .run_scripts(vec![call])
+            .await?
+            .pop()
+            .transpose()?
+        {
+            Some(Value::Int(n)) => Ok(usize::try_from(n).unwrap_or(0)),
+            _ => Err(Error::Protocol("release.lua did not return a count".into())),
+        }
     }
 
     fn report_stale(&self, reply: Option<redis::RedisResult<Value>>) -> Result<(), Error> {
@@ -280,11 +358,14 @@ impl TopicQueue {
                 Err(e) => {
                     // written by something other than rmq: never deliverable, keep it for a human
                     unreadable.push(Settlement {
-                        id,
-                        attempt,
-                        outcome: Err(HandlerError::dead_letter(format!(
-                            "unreadable envelope: {e}"
-                        ))),
+                        dead_reason: Some("unreadable envelope"),
+                        ..Settlement::new(
+                            id,
+                            attempt,
+                            Err(HandlerError::dead_letter(format!(
+                                "unreadable envelope: {e}"
+                            ))),
+                        )
                     });
                     continue;
                 }

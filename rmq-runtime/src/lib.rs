@@ -27,6 +27,7 @@
 //! The message lifecycle, the Redis key layout and where each guarantee is enforced are
 //! described in `ARCHITECTURE.md` at the root of the repository.
 
+mod admin;
 mod client;
 mod config;
 mod error;
@@ -40,7 +41,8 @@ mod worker;
 #[doc(hidden)]
 pub mod __private;
 
-pub use client::{global_client, init, Client, DeadLetter};
+pub use admin::{DeadLetter, DeadLetterQueue};
+pub use client::{global_client, init, Client};
 pub use config::{Config, ConfigError};
 pub use error::Error;
 pub use producer::{Produced, SendBuilder};

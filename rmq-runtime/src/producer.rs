@@ -224,7 +224,7 @@ pub(crate) async fn produce_many<T: Topic>(
         .collect();
     let mut out = Vec::with_capacity(prepared.len());
     let mut prepared = prepared.into_iter();
-    for result in client.run_scripts(calls).await? {
+    for result in run_with_retries(client, calls).await? {
         let Value::Array(flags) = result? else {
             return Err(Error::Protocol("produce.lua did not return a list".into()));
         };
@@ -239,6 +239,34 @@ pub(crate) async fn produce_many<T: Topic>(
         }
     }
     Ok(out)
+}
+
+/// Runs the produce calls, retrying up to `Config::produce_retries` times (100 ms, 200 ms,
+/// … apart, at most 5 s) when Redis cannot be reached. Repeating is safe: the ids were fixed
+/// before the first try, so a message that did reach Redis is not stored twice (the retry
+/// reports it as a duplicate).
+async fn run_with_retries(
+    client: &Client,
+    calls: Vec<redis::Cmd>,
+) -> Result<Vec<redis::RedisResult<Value>>, Error> {
+    let mut pause = Duration::from_millis(100);
+    let mut retries_left = client.config().produce_retries;
+    loop {
+        match client.run_scripts(calls.clone()).await {
+            Ok(results) => return Ok(results),
+            Err(e) if retries_left > 0 && is_transient(&e) => {
+                tracing::warn!(error = %e, retry_in = ?pause, retries_left, "produce failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                retries_left -= 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn is_transient(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
 /// `msg.produce()` through the process-wide client.

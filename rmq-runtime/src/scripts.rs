@@ -37,11 +37,24 @@ pub(crate) struct Scripts {
     pub(crate) fetch: Script,
     pub(crate) ack: Script,
     pub(crate) fail: Script,
+    pub(crate) renew: Script,
+    pub(crate) release: Script,
+    pub(crate) replay: Script,
+    pub(crate) purge: Script,
 }
 
 impl Scripts {
-    pub(crate) fn all(&self) -> [&Script; 4] {
-        [&self.produce, &self.fetch, &self.ack, &self.fail]
+    pub(crate) fn all(&self) -> [&Script; 8] {
+        [
+            &self.produce,
+            &self.fetch,
+            &self.ack,
+            &self.fail,
+            &self.renew,
+            &self.release,
+            &self.replay,
+            &self.purge,
+        ]
     }
 }
 
@@ -50,4 +63,8 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     fetch: Script::new(include_str!("../lua/fetch.lua")),
     ack: Script::new(include_str!("../lua/ack.lua")),
     fail: Script::new(include_str!("../lua/fail.lua")),
+    renew: Script::new(include_str!("../lua/renew.lua")),
+    release: Script::new(include_str!("../lua/release.lua")),
+    replay: Script::new(include_str!("../lua/replay.lua")),
+    purge: Script::new(include_str!("../lua/purge.lua")),
 });

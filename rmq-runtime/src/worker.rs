@@ -1,16 +1,18 @@
 //! The worker pool: one driver task per topic leases messages only when a worker is free,
-//! runs each handler in its own tokio task under the topic's time limit, and settles the
-//! results in batches, together with the next fetch, in one round trip.
+//! runs each handler in its own tokio task under the topic's time limit, renews the leases
+//! of running handlers, and settles results in batches, together with the next fetch, in
+//! one round trip.
 //!
 //! Concurrency is bounded twice: a runtime-wide semaphore of `max_workers` permits, shared
 //! by every topic, and each topic's own `concurrency`. Tokio's semaphore is fair (FIFO), so
 //! a busy topic cannot starve another: a topic waiting for a worker gets the next one freed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmq_core::duration::format_duration;
-use rmq_core::{HandlerError, HandlerOutcome, HandlerRegistration};
+use rmq_core::{HandlerError, HandlerOutcome, HandlerRegistration, MessageId};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -36,73 +38,97 @@ pub(crate) struct Driver {
     pub(crate) shutdown_timeout: Duration,
 }
 
+/// The driver's mutable state between round trips.
+struct State {
+    handlers: JoinSet<()>,
+    /// Leases held by running handlers: id -> attempt (the lease token).
+    running: HashMap<MessageId, u32>,
+    /// Finished attempts not yet written to Redis.
+    settled: Vec<Settlement>,
+    /// Worker permits reserved for the next fetch.
+    permits: Vec<OwnedSemaphorePermit>,
+    /// Whether the topic may have ready messages (last fetch was full, or a wake-up came).
+    want_fetch: bool,
+    /// Earliest delayed message or lease deadline, as last reported by fetch.lua.
+    next_event: Option<Instant>,
+    next_renewal: Instant,
+    stop_deadline: Option<Instant>,
+}
+
 impl Driver {
     pub(crate) async fn run(mut self) {
         let topic = self.queue.topic;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Settlement>();
-        let mut handlers = JoinSet::new();
-        let mut settled: Vec<Settlement> = Vec::new();
-        let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
-        let mut want_fetch = true;
-        let mut next_event: Option<Instant> = None;
+        let renew_every = self.queue.policy.lease / 3;
+        let mut st = State {
+            handlers: JoinSet::new(),
+            running: HashMap::new(),
+            settled: Vec::new(),
+            permits: Vec::new(),
+            want_fetch: true,
+            next_event: None,
+            next_renewal: Instant::now() + renew_every,
+            stop_deadline: None,
+        };
         let mut backoff = Duration::from_millis(50);
-        let mut stop_deadline: Option<Instant> = None;
         let mut handle_dropped = false;
 
         loop {
             while let Ok(s) = done_rx.try_recv() {
-                settled.push(s);
+                st.finished(s);
             }
-            while handlers.try_join_next().is_some() {}
-            if stop_deadline.is_none() && (handle_dropped || *self.stop.borrow()) {
-                stop_deadline = Some(Instant::now() + self.shutdown_timeout);
+            while st.handlers.try_join_next().is_some() {}
+            if st.stop_deadline.is_none() && (handle_dropped || *self.stop.borrow()) {
+                st.stop_deadline = Some(Instant::now() + self.shutdown_timeout);
                 tracing::info!(
                     topic,
-                    running = handlers.len(),
+                    running = st.handlers.len(),
                     "stopping: no new fetches; waiting for running handlers"
                 );
             }
-            let stopping = stop_deadline.is_some();
-            if stopping && handlers.is_empty() && settled.is_empty() {
+            let stopping = st.stop_deadline.is_some();
+            if stopping && st.handlers.is_empty() && st.settled.is_empty() {
                 break;
             }
 
             // Reserve free workers for a fetch; never lease more than can start now.
             let mut want = 0;
-            if want_fetch && !stopping {
-                let room = self.limit.saturating_sub(handlers.len()).min(self.batch);
-                while permits.len() < room {
+            if st.want_fetch && !stopping {
+                let room = self.limit.saturating_sub(st.handlers.len()).min(self.batch);
+                while st.permits.len() < room {
                     match self.workers.clone().try_acquire_owned() {
-                        Ok(permit) => permits.push(permit),
+                        Ok(permit) => st.permits.push(permit),
                         Err(_) => break,
                     }
                 }
-                permits.truncate(room);
-                want = permits.len();
+                st.permits.truncate(room);
+                want = st.permits.len();
             }
 
-            if !settled.is_empty() || want > 0 {
-                match self.queue.round_trip(&settled, want).await {
+            if !st.settled.is_empty() || want > 0 {
+                match self.queue.round_trip(&st.settled, want).await {
                     Ok(trip) => {
                         backoff = Duration::from_millis(50);
-                        settled.clear();
+                        st.settled.clear();
                         if want > 0 {
-                            want_fetch = trip.deliveries.len() + trip.unreadable.len() >= want;
-                            next_event = trip.next_event;
+                            st.want_fetch = trip.deliveries.len() + trip.unreadable.len() >= want;
+                            st.next_event = trip.next_event;
                         }
-                        settled.extend(trip.unreadable);
+                        st.settled.extend(trip.unreadable);
                         for (delivery, attempt) in trip.deliveries {
-                            let Some(permit) = permits.pop() else { break };
-                            self.start_handler(&mut handlers, &done_tx, delivery, attempt, permit);
+                            let Some(permit) = st.permits.pop() else {
+                                break;
+                            };
+                            self.start_handler(&mut st, &done_tx, delivery, attempt, permit);
                         }
-                        permits.clear();
+                        st.permits.clear();
                     }
                     Err(e) => {
-                        permits.clear();
-                        want_fetch = true;
+                        st.permits.clear();
+                        st.want_fetch = true;
                         tracing::warn!(topic, error = %e, retry_in = ?backoff, "round trip to Redis failed; finished work is kept and sent again");
-                        if stop_deadline.is_some_and(|d| Instant::now() >= d) {
-                            tracing::warn!(topic, unsettled = settled.len(), "shutdown budget spent with Redis unreachable; leases will return these messages");
+                        if st.stop_deadline.is_some_and(|d| Instant::now() >= d) {
+                            tracing::warn!(topic, unsettled = st.settled.len(), "shutdown budget spent with Redis unreachable; leases will return these messages");
                             break;
                         }
                         tokio::time::sleep(backoff).await;
@@ -112,65 +138,119 @@ impl Driver {
                 continue;
             }
 
-            let wake_at = match stop_deadline {
+            let wake_at = match st.stop_deadline {
                 Some(deadline) => deadline,
                 None => {
                     let poll = Instant::now() + self.poll_interval;
-                    next_event.map_or(poll, |at| at.min(poll))
+                    st.next_event.map_or(poll, |at| at.min(poll))
                 }
             };
-            let can_start = want_fetch && !stopping && handlers.len() < self.limit;
+            let can_start = st.want_fetch && !stopping && st.handlers.len() < self.limit;
             tokio::select! {
-                Some(s) = done_rx.recv() => settled.push(s),
-                _ = self.wake.notified(), if !stopping => want_fetch = true,
+                Some(s) = done_rx.recv() => st.finished(s),
+                _ = self.wake.notified(), if !stopping => st.want_fetch = true,
                 changed = self.stop.changed(), if !stopping => handle_dropped = changed.is_err(),
                 permit = self.workers.clone().acquire_owned(), if can_start => {
                     if let Ok(permit) = permit {
-                        permits.push(permit);
+                        st.permits.push(permit);
                     }
+                }
+                _ = tokio::time::sleep_until(st.next_renewal.into()), if !st.running.is_empty() => {
+                    self.renew(&st.running).await;
+                    st.next_renewal = Instant::now() + renew_every;
                 }
                 _ = tokio::time::sleep_until(wake_at.into()) => {
                     if stopping {
-                        tracing::warn!(topic, cancelled = handlers.len(), "shutdown budget spent; cancelling running handlers (their leases return the messages)");
-                        handlers.abort_all();
-                        while handlers.join_next().await.is_some() {}
-                        while let Ok(s) = done_rx.try_recv() {
-                            settled.push(s);
-                        }
-                        if !settled.is_empty() {
-                            if let Err(e) = self.queue.round_trip(&settled, 0).await {
-                                tracing::warn!(topic, error = %e, "could not settle the last results; leases will return those messages");
-                            }
-                        }
+                        self.cancel_and_release(&mut st, &mut done_rx).await;
                         break;
                     }
-                    want_fetch = true;
+                    st.want_fetch = true;
                 }
             }
         }
         tracing::debug!(topic, "driver stopped");
     }
 
+    /// Renews the leases of every running handler in one round trip.
+    async fn renew(&self, running: &HashMap<MessageId, u32>) {
+        let leases: Vec<(MessageId, u32)> =
+            running.iter().map(|(id, a)| (id.clone(), *a)).collect();
+        match self.queue.renew(&leases).await {
+            Ok(lost) => {
+                for id in lost {
+                    tracing::warn!(topic = self.queue.topic, %id, "lease lost (it lapsed before renewal); this delivery's result will be ignored");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(topic = self.queue.topic, error = %e, "could not renew leases; retrying at the next renewal")
+            }
+        }
+    }
+
+    /// The shutdown budget is spent: cancel running handlers, write what finished, and put
+    /// the cancelled messages back at the front of their level without counting an attempt.
+    async fn cancel_and_release(
+        &self,
+        st: &mut State,
+        done_rx: &mut mpsc::UnboundedReceiver<Settlement>,
+    ) {
+        let topic = self.queue.topic;
+        tracing::warn!(
+            topic,
+            cancelled = st.handlers.len(),
+            "shutdown budget spent; cancelling running handlers and putting their messages back"
+        );
+        st.handlers.abort_all();
+        while st.handlers.join_next().await.is_some() {}
+        while let Ok(s) = done_rx.try_recv() {
+            st.finished(s);
+        }
+        if !st.settled.is_empty() {
+            if let Err(e) = self.queue.round_trip(&st.settled, 0).await {
+                tracing::warn!(topic, error = %e, "could not settle the last results; leases will return those messages");
+            }
+        }
+        if !st.running.is_empty() {
+            let leases: Vec<(MessageId, u32)> = st.running.drain().collect();
+            match self.queue.release(&leases).await {
+                Ok(n) => tracing::info!(
+                    topic,
+                    released = n,
+                    "cancelled messages are back at the front of their priority level"
+                ),
+                Err(e) => {
+                    tracing::warn!(topic, error = %e, "could not put cancelled messages back; their leases will return them")
+                }
+            }
+        }
+    }
+
     fn start_handler(
         &self,
-        handlers: &mut JoinSet<()>,
+        st: &mut State,
         done: &mpsc::UnboundedSender<Settlement>,
         delivery: rmq_core::Delivery,
         attempt: u32,
         permit: OwnedSemaphorePermit,
     ) {
+        if st.running.is_empty() {
+            st.next_renewal = Instant::now() + self.queue.policy.lease / 3;
+        }
         let invoke = self.registration.invoke;
         let timeout = self.queue.policy.timeout;
         let done = done.clone();
         let id = delivery.context.id().clone();
+        st.running.insert(id.clone(), attempt);
         let span = tracing::info_span!("rmq.handle", topic = self.queue.topic, id = %id, attempt);
-        handlers.spawn(
+        st.handlers.spawn(
             async move {
                 let started = Instant::now();
+                let mut dead_reason = None;
                 let outcome = match tokio::time::timeout(timeout, invoke(delivery)).await {
                     Ok(HandlerOutcome::Completed) => Ok(()),
                     Ok(HandlerOutcome::Failed(error)) => Err(error),
                     Ok(HandlerOutcome::Undecodable(reason)) => {
+                        dead_reason = Some("decode error");
                         Err(HandlerError::dead_letter(reason))
                     }
                     Err(_) => Err(HandlerError::msg(format!(
@@ -181,12 +261,18 @@ impl Driver {
                 tracing::debug!(elapsed = ?started.elapsed(), ok = outcome.is_ok(), "handled");
                 drop(permit);
                 let _ = done.send(Settlement {
-                    id,
-                    attempt,
-                    outcome,
+                    dead_reason,
+                    ..Settlement::new(id, attempt, outcome)
                 });
             }
             .instrument(span),
         );
+    }
+}
+
+impl State {
+    fn finished(&mut self, settlement: Settlement) {
+        self.running.remove(&settlement.id);
+        self.settled.push(settlement);
     }
 }
