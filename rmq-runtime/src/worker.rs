@@ -78,6 +78,12 @@ impl Driver {
                 st.finished(s);
             }
             while st.handlers.try_join_next().is_some() {}
+            // Checked here too, not only while idle: a busy loop of round trips must not
+            // starve the renewal of long handlers running beside short ones.
+            if !st.running.is_empty() && Instant::now() >= st.next_renewal {
+                self.renew(&st.running).await;
+                st.next_renewal = Instant::now() + renew_every;
+            }
             if st.stop_deadline.is_none() && (handle_dropped || *self.stop.borrow()) {
                 st.stop_deadline = Some(Instant::now() + self.shutdown_timeout);
                 tracing::info!(
