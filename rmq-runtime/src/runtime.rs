@@ -121,6 +121,7 @@ impl RuntimeBuilder {
             (None, None) => global_client().await?,
         };
         let config = client.config().clone();
+        client.check_eviction_policy().await;
         let max_workers = self.max_workers.unwrap_or(config.max_workers);
         if max_workers == 0 {
             return Err(Error::InvalidOption(
