@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // every test binary uses a different subset
 
+pub mod consumer;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -29,12 +31,22 @@ pub struct TestEnv {
 impl TestEnv {
     /// Starts everything for the test `name`.
     pub async fn start(name: &str) -> TestEnv {
-        let server = start_server(&[]);
+        Self::start_configured(name, &[], |config| config).await
+    }
+
+    /// Like [`TestEnv::start`], passing `server_args` to `redis-server` and letting
+    /// `configure` adjust the client's [`Config`] (e.g. a short `lease_duration`).
+    pub async fn start_configured(
+        name: &str,
+        server_args: &[&str],
+        configure: impl FnOnce(Config) -> Config,
+    ) -> TestEnv {
+        let server = start_server(server_args);
         let prefix = rmq_testkit::unique_prefix(name);
         let client = within(
             "Client::connect",
             PATIENCE,
-            Client::connect(config(&server, &prefix)),
+            Client::connect(configure(config(&server, &prefix))),
         )
         .await
         .unwrap_or_else(|e| panic!("Client::connect to {}: {e}", server.url()));
@@ -45,6 +57,31 @@ impl TestEnv {
             client,
             redis,
         }
+    }
+
+    /// Replaces the raw connection (after the server was restarted).
+    pub async fn reconnect_raw(&mut self) {
+        self.redis = raw_connection(&self.server.url()).await;
+    }
+
+    /// The ids in the pending lists of `topic`, high priority first, each list from its
+    /// front (the next to be fetched) to its back.
+    pub async fn pending_ids(&self, topic: &str) -> Vec<String> {
+        let mut redis = self.redis.clone();
+        let mut ids = Vec::new();
+        for key in &self.keys(topic).pending {
+            let mut list: Vec<String> = redis::cmd("LRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut redis)
+                .await
+                .expect("LRANGE");
+            // LPUSH adds at the back, RPOP takes from the front: the front is the tail.
+            list.reverse();
+            ids.extend(list);
+        }
+        ids
     }
 
     /// The keys of `topic` under this test's prefix.
