@@ -54,6 +54,6 @@ pub(crate) async fn listen(
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(Duration::from_millis(500));
     }
 }

@@ -19,8 +19,15 @@ use tracing::Instrument;
 
 use crate::fetcher::{Settlement, TopicQueue};
 
-/// Longest pause after a failed round trip (Redis down); doubles from 50 ms.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest pause after a failed round trip (Redis down); doubles from 50 ms. The wake
+/// listener's reconnection also ends a pause early, so work resumes as soon as Redis is
+/// back.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Pause before the quick second try after a failure: the failed request made the
+/// connection manager start reconnecting, and the second try waits for that reconnection
+/// instead of meeting the stale broken connection again a whole backoff later.
+const QUICK_RETRY: Duration = Duration::from_millis(20);
 
 pub(crate) struct Driver {
     pub(crate) queue: TopicQueue,
@@ -71,6 +78,7 @@ impl Driver {
             stop_deadline: None,
         };
         let mut backoff = Duration::from_millis(50);
+        let mut quick_retry_done = false;
         let mut handle_dropped = false;
 
         loop {
@@ -115,6 +123,7 @@ impl Driver {
                 match self.queue.round_trip(&st.settled, want).await {
                     Ok(trip) => {
                         backoff = Duration::from_millis(50);
+                        quick_retry_done = false;
                         st.settled.clear();
                         if want > 0 {
                             st.want_fetch = trip.deliveries.len() + trip.unreadable.len() >= want;
@@ -137,7 +146,16 @@ impl Driver {
                             tracing::warn!(topic, unsettled = st.settled.len(), "shutdown budget spent with Redis unreachable; leases will return these messages");
                             break;
                         }
-                        tokio::time::sleep(backoff).await;
+                        if !quick_retry_done {
+                            quick_retry_done = true;
+                            tokio::time::sleep(QUICK_RETRY).await;
+                            continue;
+                        }
+                        quick_retry_done = false;
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = self.wake.notified() => {}
+                        }
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                 }
