@@ -84,7 +84,8 @@ impl<T: Topic> DeadLetterQueue<T> {
         let n: u64 = redis::cmd("ZCARD")
             .arg(&self.keys.dead)
             .query_async(&mut self.client.connection())
-            .await?;
+            .await
+            .map_err(|e| self.client.error(e))?;
         Ok(n)
     }
 
@@ -103,7 +104,8 @@ impl<T: Topic> DeadLetterQueue<T> {
             .arg(stop)
             .arg("WITHSCORES")
             .query_async(&mut self.client.connection())
-            .await?;
+            .await
+            .map_err(|e| self.client.error(e))?;
         self.describe(dead).await
     }
 
@@ -113,7 +115,8 @@ impl<T: Topic> DeadLetterQueue<T> {
             .arg(&self.keys.dead)
             .arg(id)
             .query_async(&mut self.client.connection())
-            .await?;
+            .await
+            .map_err(|e| self.client.error(e))?;
         let Some(score) = score else { return Ok(None) };
         Ok(self.describe(vec![(id.to_string(), score)]).await?.pop())
     }
@@ -189,7 +192,11 @@ impl<T: Topic> DeadLetterQueue<T> {
         call.arg("");
         args(&mut call);
         count_reply(
-            self.client.run_scripts(vec![call]).await?.pop(),
+            self.client
+                .run_scripts(vec![call])
+                .await
+                .map_err(|e| self.client.error(e))?
+                .pop(),
             "purge.lua",
         )
     }
@@ -218,7 +225,12 @@ impl<T: Topic> DeadLetterQueue<T> {
             return Ok(0);
         }
         let mut replayed = 0;
-        for reply in self.client.run_scripts(calls).await? {
+        for reply in self
+            .client
+            .run_scripts(calls)
+            .await
+            .map_err(|e| self.client.error(e))?
+        {
             replayed += count_reply(Some(reply), "replay.lua")?;
         }
         Ok(replayed)
@@ -243,7 +255,8 @@ impl<T: Topic> DeadLetterQueue<T> {
             .arg(&k.errors)
             .arg(&ids)
             .query_async(&mut self.client.connection())
-            .await?;
+            .await
+            .map_err(|e| self.client.error(e))?;
         let mut out = Vec::with_capacity(dead.len());
         for (i, (id, dead_ms)) in dead.iter().enumerate() {
             let Some(stored) = envelopes.get(i).cloned().flatten() else {

@@ -130,6 +130,19 @@ impl Client {
         DeadLetterQueue::new(self.clone())
     }
 
+    /// Classifies a failed command: a broken connection or a timeout becomes
+    /// [`Error::Disconnected`] naming the URL; anything else stays [`Error::Redis`].
+    pub(crate) fn error(&self, e: redis::RedisError) -> Error {
+        if crate::error::is_transient(&e) {
+            Error::Disconnected {
+                url: redact(&self.inner.config.redis_url),
+                source: e,
+            }
+        } else {
+            Error::Redis(e)
+        }
+    }
+
     /// Warns when Redis is configured to evict keys: an evicting Redis silently deletes
     /// queued messages. Returns the policy it found.
     pub(crate) async fn check_eviction_policy(&self) -> Option<String> {

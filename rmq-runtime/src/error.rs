@@ -21,7 +21,16 @@ pub enum Error {
         /// Redis' own words.
         detail: String,
     },
-    /// A command failed after connecting (Redis went away, timed out, ...).
+    /// The connection to Redis broke or a command timed out (Redis stopped, restarted,
+    /// or is overloaded).
+    #[error("lost the connection to Redis at {url}: {source} — is redis-server running? rmq reconnects by itself: retry the call, or set MQ_PRODUCE_RETRIES (Config::produce_retries) to have producers retry")]
+    Disconnected {
+        /// The URL (password hidden).
+        url: String,
+        /// What failed.
+        source: redis::RedisError,
+    },
+    /// Redis refused a command.
     #[error("Redis command failed: {0}")]
     Redis(#[from] redis::RedisError),
     /// A configuration value is invalid.
@@ -86,6 +95,11 @@ impl Error {
             Error::Unreachable { url, source }
         }
     }
+}
+
+/// True for failures of the connection rather than of the command.
+pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
 /// `redis://user:secret@host` → `redis://user:***@host`.

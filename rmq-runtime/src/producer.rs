@@ -10,7 +10,7 @@ use rmq_core::envelope::encode_body;
 use rmq_core::{Headers, MessageId, Priority, Topic};
 
 use crate::client::{global_client, Client};
-use crate::error::Error;
+use crate::error::{is_transient, Error};
 use crate::scripts::SCRIPTS;
 
 /// Messages per produce script call. Larger batches are split into several calls that
@@ -260,13 +260,9 @@ async fn run_with_retries(
                 pause = (pause * 2).min(Duration::from_secs(5));
                 retries_left -= 1;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(client.error(e)),
         }
     }
-}
-
-fn is_transient(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
 /// `msg.produce()` through the process-wide client.
