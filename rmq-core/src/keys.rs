@@ -7,7 +7,8 @@
 //!                                  LPUSH at the back, RPOP from the front
 //! [prefix:]rmq:{T}:delayed   zset  id scored by the time (ms) it becomes ready
 //! [prefix:]rmq:{T}:inflight  zset  id scored by its lease deadline (ms)
-//! [prefix:]rmq:{T}:attempts  hash  id -> deliveries so far (also the lease token)
+//! [prefix:]rmq:{T}:attempts  hash  id -> deliveries so far
+//! [prefix:]rmq:{T}:leases    hash  id -> lease token (unique per delivery), while in flight
 //! [prefix:]rmq:{T}:errors    hash  id -> "first_failed_ms|last_failed_ms|last error"
 //! [prefix:]rmq:{T}:dead      zset  id scored by the time (ms) it was dead-lettered
 //! [prefix:]rmq:{T}:stats     hash  counters: produced, completed, failed, retried, dead, expired, ...
@@ -15,7 +16,7 @@
 //! ```
 //!
 //! Consumer groups (fan-out) will add `rmq:{T}:g:NAME:*` copies of the per-delivery keys
-//! (`p*`, `delayed`, `inflight`, `attempts`, `errors`, `dead`) under the same hash tag,
+//! (`p*`, `delayed`, `inflight`, `leases`, `attempts`, `errors`, `dead`) under the same hash tag,
 //! sharing `m`.
 
 /// The names of every key of one topic.
@@ -31,6 +32,8 @@ pub struct TopicKeys {
     pub inflight: String,
     /// Delivery count by id.
     pub attempts: String,
+    /// Lease token by id, while in flight.
+    pub leases: String,
     /// Failure record by id.
     pub errors: String,
     /// Dead-lettered ids by time.
@@ -56,6 +59,7 @@ impl TopicKeys {
             delayed: key("delayed"),
             inflight: key("inflight"),
             attempts: key("attempts"),
+            leases: key("leases"),
             errors: key("errors"),
             dead: key("dead"),
             stats: key("stats"),
@@ -71,6 +75,7 @@ impl TopicKeys {
             self.delayed.as_str(),
             self.inflight.as_str(),
             self.attempts.as_str(),
+            self.leases.as_str(),
             self.errors.as_str(),
             self.dead.as_str(),
             self.stats.as_str(),

@@ -2,31 +2,50 @@
 --
 -- KEYS[1] m          hash  id -> envelope
 -- KEYS[2] inflight   zset  id by lease deadline
--- KEYS[3] attempts   hash  id -> deliveries so far (the lease token)
+-- KEYS[3] attempts   hash  id -> deliveries so far
 -- KEYS[4] errors     hash  id -> failure record
 -- KEYS[5] stats      hash  counters
+-- KEYS[6] leases     hash  id -> lease token, while in flight
 -- ARGV[1] now (unused; every script takes the clock first)
--- ARGV[2..] pairs: id, lease token (the attempt number fetch.lua returned)
+-- ARGV[2..] pairs: id, lease token (as fetch.lua returned it); at most
+--           1000 pairs (Lua's unpack limit is about 8000 values)
 --
--- Guarantees: a message is completed only by the holder of its current lease (it is in
--- inflight and its attempt count equals the token); then nothing of it is left in Redis.
+-- Guarantees: a message is completed only by the holder of its current lease (see
+-- holds_lease in lib.lua); then nothing of it is left in Redis.
+-- An id given twice in one call is completed once (the second is reported stale).
 -- A stale token (the lease lapsed and the message was re-leased or dead-lettered)
 -- changes nothing.
 -- Returns: { completed count, stale id, stale id, ... }
 
-local k = { messages = KEYS[1], inflight = KEYS[2], attempts = KEYS[3], errors = KEYS[4] }
-local reply = { 0 }
-local completed = 0
+local k = {
+  messages = KEYS[1], inflight = KEYS[2], attempts = KEYS[3], errors = KEYS[4], leases = KEYS[6],
+}
+local ids, tokens = {}, {}
 for i = 2, #ARGV, 2 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  if holds_lease(k, id, token) then
-    redis.call('ZREM', k.inflight, id)
-    forget(k, id)
-    completed = completed + 1
+  ids[#ids + 1] = ARGV[i]
+  tokens[#ids] = ARGV[i + 1]
+end
+local reply = { 0 }
+if #ids == 0 then return reply end
+
+-- A constant number of calls per batch: read every lease at once, then delete in bulk.
+local current = redis.call('HMGET', k.leases, unpack(ids))
+local done, seen = {}, {}
+for i, id in ipairs(ids) do
+  if current[i] == tokens[i] and not seen[id] then
+    seen[id] = true
+    done[#done + 1] = id
   else
     reply[#reply + 1] = id
   end
 end
-if completed > 0 then redis.call('HINCRBY', KEYS[5], 'completed', completed) end
-reply[1] = completed
+if #done > 0 then
+  redis.call('ZREM', k.inflight, unpack(done))
+  redis.call('HDEL', k.leases, unpack(done))
+  redis.call('HDEL', k.messages, unpack(done))
+  redis.call('HDEL', k.attempts, unpack(done))
+  redis.call('HDEL', k.errors, unpack(done))
+  redis.call('HINCRBY', KEYS[5], 'completed', #done)
+end
+reply[1] = #done
 return reply

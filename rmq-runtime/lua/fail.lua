@@ -3,11 +3,12 @@
 -- KEYS[1] m          hash  id -> envelope
 -- KEYS[2] delayed    zset  id by due time
 -- KEYS[3] inflight   zset  id by lease deadline
--- KEYS[4] attempts   hash  id -> deliveries so far (the lease token)
+-- KEYS[4] attempts   hash  id -> deliveries so far
 -- KEYS[5] errors     hash  id -> "first_failed_ms|last_failed_ms|reason|last error"
 -- KEYS[6] dead       zset  dead-lettered ids
 -- KEYS[7] stats      hash  counters
 -- KEYS[8] wake       pub/sub channel
+-- KEYS[9] leases     hash  id -> lease token, while in flight
 -- ARGV[1] now (ms, "" = Redis TIME)
 -- ARGV[2] max attempts (retries + 1) of this topic
 -- ARGV[3] "1" to keep dead letters, "0" to drop them
@@ -25,7 +26,7 @@
 
 local k = {
   messages = KEYS[1], delayed = KEYS[2], inflight = KEYS[3], attempts = KEYS[4],
-  errors = KEYS[5], dead = KEYS[6], stats = KEYS[7], wake = KEYS[8],
+  errors = KEYS[5], dead = KEYS[6], stats = KEYS[7], wake = KEYS[8], leases = KEYS[9],
   keep_dead = ARGV[3], max_dead = tonumber(ARGV[4]),
 }
 local now = now_ms(ARGV[1])
@@ -39,9 +40,10 @@ for i = 5, #ARGV, 6 do
   local reason, err = ARGV[i + 4], ARGV[i + 5]
   local code = 0
   if holds_lease(k, id, token) then
-    redis.call('ZREM', k.inflight, id)
+    unlease(k, id)
     failed = failed + 1
-    if action == 'retry' and tonumber(token) < max_attempts then
+    local attempts = tonumber(redis.call('HGET', k.attempts, id)) or 0
+    if action == 'retry' and attempts < max_attempts then
       record_failure(k, id, now, '', err)
       redis.call('ZADD', k.delayed, now + tonumber(ARGV[i + 3]), id)
       redis.call('HINCRBY', k.stats, 'retried', 1)

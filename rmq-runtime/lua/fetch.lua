@@ -7,9 +7,10 @@
 -- KEYS[7] attempts   hash  id -> deliveries so far
 -- KEYS[8] errors     hash  id -> failure record
 -- KEYS[9] dead       zset  dead-lettered ids
--- KEYS[10] stats     hash  counters
+-- KEYS[10] stats     hash  counters (`delivered` also numbers the lease tokens)
+-- KEYS[11] leases    hash  id -> lease token, while in flight
 -- ARGV[1] now (ms, "" = Redis TIME)
--- ARGV[2] N, most messages to lease
+-- ARGV[2] N, most messages to lease (at most 1000: Lua's unpack limit)
 -- ARGV[3] lease length (ms)
 -- ARGV[4] max attempts (retries + 1) of this topic
 -- ARGV[5] "1" to keep dead letters, "0" to drop them
@@ -25,14 +26,14 @@
 -- 3. Up to N ids are popped, high before normal before low, FIFO within a level. An id
 --    whose TTL has passed is never delivered: it is counted as expired and deleted (or
 --    dead-lettered). Each delivered id gets attempts + 1 and a lease (inflight, score =
---    now + lease length). The new attempt number is the lease token that ack.lua,
---    fail.lua, renew.lua and release.lua check.
+--    now + lease length) with a token unique in the topic, which ack.lua, fail.lua,
+--    renew.lua and release.lua check.
 -- Returns: { now, next_due (earliest delayed, -1), next_deadline (earliest lease, -1),
---            id1, attempt1, envelope1, id2, ... }
+--            id1, attempt1, token1, envelope1, id2, ... }
 
 local k = {
   messages = KEYS[1], delayed = KEYS[5], inflight = KEYS[6], attempts = KEYS[7],
-  errors = KEYS[8], dead = KEYS[9], stats = KEYS[10],
+  errors = KEYS[8], dead = KEYS[9], stats = KEYS[10], leases = KEYS[11],
   keep_dead = ARGV[5], max_dead = tonumber(ARGV[6]),
 }
 local now = now_ms(ARGV[1])
@@ -44,7 +45,7 @@ local keep_expired = ARGV[7]
 -- 1. reclaim lapsed leases
 local lapsed = redis.call('ZRANGEBYSCORE', k.inflight, '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(lapsed) do
-  redis.call('ZREM', k.inflight, id)
+  unlease(k, id)
   local envelope = redis.call('HGET', k.messages, id)
   if envelope then
     local attempts = tonumber(redis.call('HGET', k.attempts, id)) or 0
@@ -70,7 +71,7 @@ for _, id in ipairs(due) do
   end
 end
 
--- 3. lease up to N ready messages
+-- 3. lease up to N ready messages (a constant number of calls per popped batch)
 local reply = { now, -1, -1 }
 local leased = 0
 local expired = 0
@@ -78,8 +79,10 @@ for level = 0, 2 do
   while leased < want do
     local ids = redis.call('RPOP', KEYS[2 + level], want - leased)
     if not ids then break end
-    for _, id in ipairs(ids) do
-      local envelope = redis.call('HGET', k.messages, id)
+    local envelopes = redis.call('HMGET', k.messages, unpack(ids))
+    local live, live_envelopes = {}, {}
+    for i, id in ipairs(ids) do
+      local envelope = envelopes[i]
       if envelope then
         local expire = expire_of(envelope)
         if expire > 0 and now >= expire then
@@ -91,14 +94,33 @@ for level = 0, 2 do
             forget(k, id)
           end
         else
-          local attempt = redis.call('HINCRBY', k.attempts, id, 1)
-          redis.call('ZADD', k.inflight, now + lease, id)
-          reply[#reply + 1] = id
-          reply[#reply + 1] = attempt
-          reply[#reply + 1] = envelope
-          leased = leased + 1
+          live[#live + 1] = id
+          live_envelopes[#live] = envelope
         end
       end
+    end
+    if #live > 0 then
+      local previous = redis.call('HMGET', k.attempts, unpack(live))
+      local first_token = redis.call('HINCRBY', k.stats, 'delivered', #live) - #live
+      local counts, deadlines, tokens = {}, {}, {}
+      for i, id in ipairs(live) do
+        local attempt = (tonumber(previous[i]) or 0) + 1
+        local token = first_token + i
+        counts[#counts + 1] = id
+        counts[#counts + 1] = attempt
+        deadlines[#deadlines + 1] = now + lease
+        deadlines[#deadlines + 1] = id
+        tokens[#tokens + 1] = id
+        tokens[#tokens + 1] = token
+        reply[#reply + 1] = id
+        reply[#reply + 1] = attempt
+        reply[#reply + 1] = token
+        reply[#reply + 1] = live_envelopes[i]
+      end
+      redis.call('HSET', k.attempts, unpack(counts))
+      redis.call('HSET', k.leases, unpack(tokens))
+      redis.call('ZADD', k.inflight, unpack(deadlines))
+      leased = leased + #live
     end
   end
 end

@@ -44,10 +44,19 @@ local function record_failure(k, id, now, reason, err)
   redis.call('HSET', k.errors, id, first .. '|' .. now .. '|' .. reason .. '|' .. err)
 end
 
--- True when `token` is the current lease of `id`: it is in flight and its attempt count
--- (incremented by every delivery) still equals the attempt the caller was handed.
+-- True when `token` is the current lease of `id`. Tokens are unique per delivery within
+-- the topic (fetch.lua draws them from the `delivered` counter), so a consumer whose lease
+-- lapsed can never match a later delivery -- not a re-delivery, not a message produced
+-- again under the same id, not a replayed one. `leases` holds an id exactly while it is in
+-- `inflight`.
 local function holds_lease(k, id, token)
-  return redis.call('ZSCORE', k.inflight, id) and redis.call('HGET', k.attempts, id) == token
+  return redis.call('HGET', k.leases, id) == token
+end
+
+-- Ends the lease of `id` (the message leaves `inflight`).
+local function unlease(k, id)
+  redis.call('ZREM', k.inflight, id)
+  redis.call('HDEL', k.leases, id)
 end
 
 -- Deletes every trace of a message (its queues must already be left).

@@ -3,8 +3,9 @@
 -- KEYS[1] m          hash  id -> envelope
 -- KEYS[2..4] p0..p2  lists of ready ids, per priority
 -- KEYS[5] inflight   zset  id by lease deadline
--- KEYS[6] attempts   hash  id -> deliveries so far (the lease token)
+-- KEYS[6] attempts   hash  id -> deliveries so far
 -- KEYS[7] wake       pub/sub channel
+-- KEYS[8] leases     hash  id -> lease token, while in flight
 -- ARGV[1] now (unused; every script takes the clock first)
 -- ARGV[2..] pairs: id, lease token
 --
@@ -14,13 +15,13 @@
 -- holder of the current lease can release.
 -- Returns: number released.
 
-local k = { messages = KEYS[1], inflight = KEYS[5], attempts = KEYS[6] }
+local k = { messages = KEYS[1], inflight = KEYS[5], attempts = KEYS[6], leases = KEYS[8] }
 local released = 0
 for i = 2, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local envelope = redis.call('HGET', k.messages, id)
   if envelope and holds_lease(k, id, token) then
-    redis.call('ZREM', k.inflight, id)
+    unlease(k, id)
     if redis.call('HINCRBY', k.attempts, id, -1) <= 0 then
       redis.call('HDEL', k.attempts, id)
     end

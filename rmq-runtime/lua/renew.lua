@@ -1,7 +1,7 @@
 -- renew.lua: extend the leases of messages whose handlers are still running.
 --
 -- KEYS[1] inflight   zset  id by lease deadline
--- KEYS[2] attempts   hash  id -> deliveries so far (the lease token)
+-- KEYS[2] leases     hash  id -> lease token, while in flight
 -- ARGV[1] now (ms, "" = Redis TIME)
 -- ARGV[2] lease length (ms)
 -- ARGV[3..] pairs: id, lease token
@@ -11,7 +11,7 @@
 -- have been handed to another consumer) is never taken back.
 -- Returns: { renewed count, lost id, lost id, ... }
 
-local k = { inflight = KEYS[1], attempts = KEYS[2] }
+local k = { inflight = KEYS[1], leases = KEYS[2] }
 local now = now_ms(ARGV[1])
 local deadline = now + tonumber(ARGV[2])
 local reply = { 0 }

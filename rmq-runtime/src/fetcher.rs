@@ -13,6 +13,10 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::scripts::SCRIPTS;
 
+/// Most ids in one script call: the scripts `unpack` them, and Lua's stack holds about
+/// 8000 values.
+pub(crate) const MAX_IDS_PER_CALL: usize = 1000;
+
 /// A topic's delivery rules, resolved from its `#[topic]` options and the `Config`.
 #[derive(Clone, Debug)]
 pub(crate) struct Policy {
@@ -64,6 +68,8 @@ impl Policy {
 pub(crate) struct Settlement {
     pub(crate) id: MessageId,
     pub(crate) attempt: u32,
+    /// The lease token fetch.lua handed out with this delivery.
+    pub(crate) token: u64,
     pub(crate) outcome: Result<(), HandlerError>,
     /// Why the message is dead-lettered when the error asks for it ("decode error", ...);
     /// `None` = the handler asked.
@@ -71,10 +77,11 @@ pub(crate) struct Settlement {
 }
 
 impl Settlement {
-    pub(crate) fn new(id: MessageId, attempt: u32, outcome: Result<(), HandlerError>) -> Self {
+    pub(crate) fn new(lease: Lease, outcome: Result<(), HandlerError>) -> Self {
         Settlement {
-            id,
-            attempt,
+            id: lease.id,
+            attempt: lease.attempt,
+            token: lease.token,
             outcome,
             dead_reason: None,
         }
@@ -89,11 +96,19 @@ fn flag(on: bool) -> &'static str {
     }
 }
 
+/// One delivery's lease: the message, its attempt number and the lease token.
+#[derive(Clone, Debug)]
+pub(crate) struct Lease {
+    pub(crate) id: MessageId,
+    pub(crate) attempt: u32,
+    pub(crate) token: u64,
+}
+
 /// What a round trip brought back.
 #[derive(Default)]
 pub(crate) struct RoundTrip {
     /// Newly leased deliveries.
-    pub(crate) deliveries: Vec<(Delivery, u32)>,
+    pub(crate) deliveries: Vec<(Delivery, Lease)>,
     /// Leased messages whose envelope is unreadable: already failed, to be dead-lettered.
     pub(crate) unreadable: Vec<Settlement>,
     /// When this topic next has something to do (earliest delayed message or lease
@@ -127,12 +142,8 @@ impl TopicQueue {
         let mut calls = Vec::with_capacity(3);
         let acks: Vec<&Settlement> = settled.iter().filter(|s| s.outcome.is_ok()).collect();
         let fails: Vec<&Settlement> = settled.iter().filter(|s| s.outcome.is_err()).collect();
-        if !acks.is_empty() {
-            calls.push(self.ack_call(&acks));
-        }
-        if !fails.is_empty() {
-            calls.push(self.fail_call(&fails));
-        }
+        calls.extend(acks.chunks(MAX_IDS_PER_CALL).map(|c| self.ack_call(c)));
+        calls.extend(fails.chunks(MAX_IDS_PER_CALL).map(|c| self.fail_call(c)));
         if want > 0 {
             calls.push(self.fetch_call(want));
         }
@@ -141,11 +152,11 @@ impl TopicQueue {
         }
         let sent_at = Instant::now();
         let mut results = self.client.run_scripts(calls).await?.into_iter();
-        if !acks.is_empty() {
+        for _ in acks.chunks(MAX_IDS_PER_CALL) {
             self.report_stale(results.next())?;
         }
-        if !fails.is_empty() {
-            self.report_failed(&fails, results.next())?;
+        for chunk in fails.chunks(MAX_IDS_PER_CALL) {
+            self.report_failed(chunk, results.next())?;
         }
         if want > 0 {
             let reply = results.next().unwrap_or(Ok(Value::Nil))?;
@@ -156,13 +167,17 @@ impl TopicQueue {
 
     fn ack_call(&self, acks: &[&Settlement]) -> redis::Cmd {
         let k = &self.keys;
-        let mut call =
-            SCRIPTS
-                .ack
-                .call(&[&k.messages, &k.inflight, &k.attempts, &k.errors, &k.stats]);
+        let mut call = SCRIPTS.ack.call(&[
+            &k.messages,
+            &k.inflight,
+            &k.attempts,
+            &k.errors,
+            &k.stats,
+            &k.leases,
+        ]);
         call.arg("");
         for s in acks {
-            call.arg(s.id.as_str()).arg(s.attempt);
+            call.arg(s.id.as_str()).arg(s.token);
         }
         call
     }
@@ -178,6 +193,7 @@ impl TopicQueue {
             &k.dead,
             &k.stats,
             &k.wake,
+            &k.leases,
         ]);
         call.arg("")
             .arg(self.policy.max_attempts)
@@ -192,7 +208,7 @@ impl TopicQueue {
                 HandlerAction::Drop => ("drop", Duration::ZERO),
             };
             call.arg(s.id.as_str())
-                .arg(s.attempt)
+                .arg(s.token)
                 .arg(action)
                 .arg(millis(delay))
                 .arg(s.dead_reason.unwrap_or("dead-lettered by handler"))
@@ -214,6 +230,7 @@ impl TopicQueue {
             &k.errors,
             &k.dead,
             &k.stats,
+            &k.leases,
         ]);
         call.arg("")
             .arg(want)
@@ -227,12 +244,12 @@ impl TopicQueue {
 
     /// Extends the leases of running handlers in one round trip; returns the ids whose
     /// lease was already lost.
-    pub(crate) async fn renew(&self, running: &[(MessageId, u32)]) -> Result<Vec<String>, Error> {
+    pub(crate) async fn renew(&self, running: &[Lease]) -> Result<Vec<String>, Error> {
         let k = &self.keys;
-        let mut call = SCRIPTS.renew.call(&[&k.inflight, &k.attempts]);
+        let mut call = SCRIPTS.renew.call(&[&k.inflight, &k.leases]);
         call.arg("").arg(millis(self.policy.lease));
-        for (id, attempt) in running {
-            call.arg(id.as_str()).arg(*attempt);
+        for lease in running {
+            call.arg(lease.id.as_str()).arg(lease.token);
         }
         let reply = self.client.run_scripts(vec![call]).await?.pop();
         let Some(Value::Array(items)) = reply.transpose()? else {
@@ -249,7 +266,7 @@ impl TopicQueue {
     }
 
     /// Puts leased messages back at the front of their level without counting the attempt.
-    pub(crate) async fn release(&self, leased: &[(MessageId, u32)]) -> Result<usize, Error> {
+    pub(crate) async fn release(&self, leased: &[Lease]) -> Result<usize, Error> {
         let k = &self.keys;
         let mut call = SCRIPTS.release.call(&[
             &k.messages,
@@ -259,10 +276,11 @@ impl TopicQueue {
             &k.inflight,
             &k.attempts,
             &k.wake,
+            &k.leases,
         ]);
         call.arg("");
-        for (id, attempt) in leased {
-            call.arg(id.as_str()).arg(*attempt);
+        for lease in leased {
+            call.arg(lease.id.as_str()).arg(lease.token);
         }
         match self
             .client
@@ -344,15 +362,19 @@ impl TopicQueue {
             .min()
             // +1 ms: the scripts compare whole milliseconds; never wake before the due time
             .map(|t| sent_at + Duration::from_millis((t - now).max(0) as u64 + 1));
-        let mut deliveries = Vec::with_capacity(items.len().saturating_sub(3) / 3);
+        let mut deliveries = Vec::with_capacity(items.len().saturating_sub(3) / 4);
         let mut unreadable = Vec::new();
-        for chunk in items[3.min(items.len())..].chunks(3) {
-            let [Value::BulkString(id), Value::Int(attempt), Value::BulkString(stored)] = chunk
+        for chunk in items[3.min(items.len())..].chunks(4) {
+            let [Value::BulkString(id), Value::Int(attempt), Value::Int(token), Value::BulkString(stored)] =
+                chunk
             else {
                 return Err(bad("malformed delivery"));
             };
-            let id = MessageId::new(String::from_utf8_lossy(id).into_owned());
-            let attempt = u32::try_from(*attempt).unwrap_or(u32::MAX);
+            let lease = Lease {
+                id: MessageId::new(String::from_utf8_lossy(id).into_owned()),
+                attempt: u32::try_from(*attempt).unwrap_or(u32::MAX),
+                token: u64::try_from(*token).unwrap_or(0),
+            };
             let env = match envelope::decode(stored) {
                 Ok(env) => env,
                 Err(e) => {
@@ -360,8 +382,7 @@ impl TopicQueue {
                     unreadable.push(Settlement {
                         dead_reason: Some("unreadable envelope"),
                         ..Settlement::new(
-                            id,
-                            attempt,
+                            lease,
                             Err(HandlerError::dead_letter(format!(
                                 "unreadable envelope: {e}"
                             ))),
@@ -370,13 +391,19 @@ impl TopicQueue {
                     continue;
                 }
             };
-            let context = Context::new(id, self.topic, attempt, env.produced_at(), env.headers);
+            let context = Context::new(
+                lease.id.clone(),
+                self.topic,
+                lease.attempt,
+                env.produced_at(),
+                env.headers,
+            );
             deliveries.push((
                 Delivery {
                     payload: env.payload,
                     context,
                 },
-                attempt,
+                lease,
             ));
         }
         Ok(RoundTrip {

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::fetcher::{Settlement, TopicQueue};
+use crate::fetcher::{Lease, Settlement, TopicQueue, MAX_IDS_PER_CALL};
 
 /// Longest pause after a failed round trip (Redis down); doubles from 50 ms. The wake
 /// listener's reconnection also ends a pause early, so work resumes as soon as Redis is
@@ -48,8 +48,8 @@ pub(crate) struct Driver {
 /// The driver's mutable state between round trips.
 struct State {
     handlers: JoinSet<()>,
-    /// Leases held by running handlers: id -> attempt (the lease token).
-    running: HashMap<MessageId, u32>,
+    /// Leases held by running handlers.
+    running: HashMap<MessageId, Lease>,
     /// Finished attempts not yet written to Redis.
     settled: Vec<Settlement>,
     /// Worker permits reserved for the next fetch.
@@ -108,7 +108,11 @@ impl Driver {
             // Reserve free workers for a fetch; never lease more than can start now.
             let mut want = 0;
             if st.want_fetch && !stopping {
-                let room = self.limit.saturating_sub(st.handlers.len()).min(self.batch);
+                let room = self
+                    .limit
+                    .saturating_sub(st.handlers.len())
+                    .min(self.batch)
+                    .min(MAX_IDS_PER_CALL);
                 while st.permits.len() < room {
                     match self.workers.clone().try_acquire_owned() {
                         Ok(permit) => st.permits.push(permit),
@@ -196,9 +200,8 @@ impl Driver {
     }
 
     /// Renews the leases of every running handler in one round trip.
-    async fn renew(&self, running: &HashMap<MessageId, u32>) {
-        let leases: Vec<(MessageId, u32)> =
-            running.iter().map(|(id, a)| (id.clone(), *a)).collect();
+    async fn renew(&self, running: &HashMap<MessageId, Lease>) {
+        let leases: Vec<Lease> = running.values().cloned().collect();
         match self.queue.renew(&leases).await {
             Ok(lost) => {
                 for id in lost {
@@ -235,7 +238,7 @@ impl Driver {
             }
         }
         if !st.running.is_empty() {
-            let leases: Vec<(MessageId, u32)> = st.running.drain().collect();
+            let leases: Vec<Lease> = st.running.drain().map(|(_, lease)| lease).collect();
             match self.queue.release(&leases).await {
                 Ok(n) => tracing::info!(
                     topic,
@@ -254,7 +257,7 @@ impl Driver {
         st: &mut State,
         done: &mpsc::UnboundedSender<Settlement>,
         delivery: rmq_core::Delivery,
-        attempt: u32,
+        lease: Lease,
         permit: OwnedSemaphorePermit,
     ) {
         if st.running.is_empty() {
@@ -263,9 +266,8 @@ impl Driver {
         let invoke = self.registration.invoke;
         let timeout = self.queue.policy.timeout;
         let done = done.clone();
-        let id = delivery.context.id().clone();
-        st.running.insert(id.clone(), attempt);
-        let span = tracing::info_span!("rmq.handle", topic = self.queue.topic, id = %id, attempt);
+        st.running.insert(lease.id.clone(), lease.clone());
+        let span = tracing::info_span!("rmq.handle", topic = self.queue.topic, id = %lease.id, attempt = lease.attempt);
         st.handlers.spawn(
             async move {
                 let started = Instant::now();
@@ -286,7 +288,7 @@ impl Driver {
                 drop(permit);
                 let _ = done.send(Settlement {
                     dead_reason,
-                    ..Settlement::new(id, attempt, outcome)
+                    ..Settlement::new(lease, outcome)
                 });
             }
             .instrument(span),
