@@ -49,7 +49,10 @@ async fn producing_while_redis_is_down_fails_clearly_and_in_time() {
         text.contains(&env.server.url()) && text.contains("is redis-server running"),
         "unclear error: {text}"
     );
-    assert!(matches!(err, rmq_runtime::Error::Disconnected { .. }), "{err:?}");
+    assert!(
+        matches!(err, rmq_runtime::Error::Disconnected { .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
