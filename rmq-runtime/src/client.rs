@@ -143,27 +143,6 @@ impl Client {
         }
     }
 
-    /// Warns when Redis is configured to evict keys: an evicting Redis silently deletes
-    /// queued messages. Returns the policy it found.
-    pub(crate) async fn check_eviction_policy(&self) -> Option<String> {
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut self.connection())
-            .await
-            .ok()?;
-        let policy = info
-            .lines()
-            .find_map(|line| line.strip_prefix("maxmemory_policy:"))
-            .map(|p| p.trim().to_string())?;
-        if policy != "noeviction" {
-            tracing::warn!(
-                maxmemory_policy = %policy,
-                "Redis may evict keys when it runs out of memory, which deletes queued messages without a trace; set `maxmemory-policy noeviction` for a queue"
-            );
-        }
-        Some(policy)
-    }
-
     /// A handle on the shared multiplexed connection (never used for blocking commands).
     pub(crate) fn connection(&self) -> ConnectionManager {
         self.inner.conn.clone()

@@ -32,9 +32,11 @@ mod client;
 mod config;
 mod error;
 mod fetcher;
+mod health;
 mod producer;
 mod runtime;
 mod scripts;
+mod stats;
 mod wake;
 mod worker;
 
@@ -45,6 +47,7 @@ pub use admin::{DeadLetter, DeadLetterQueue};
 pub use client::{global_client, init, Client};
 pub use config::{Config, ConfigError};
 pub use error::Error;
+pub use health::{health, Health};
 pub use producer::{Produced, SendBuilder};
 pub use rmq_core::{
     Backoff, Context, HandlerAction, HandlerError, Headers, MessageId, Priority, Topic, TopicKeys,
@@ -52,6 +55,7 @@ pub use rmq_core::{
 };
 pub use rmq_macros::{handler, topic};
 pub use runtime::{builder, run, spawn, RuntimeBuilder, RuntimeHandle};
+pub use stats::TopicStats;
 
 /// Everything a program that declares topics and handlers needs: `use rmq_runtime::prelude::*;`
 pub mod prelude {

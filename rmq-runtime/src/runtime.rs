@@ -121,7 +121,14 @@ impl RuntimeBuilder {
             (None, None) => global_client().await?,
         };
         let config = client.config().clone();
-        client.check_eviction_policy().await;
+        match client.health().await {
+            Ok(health) => {
+                for warning in &health.warnings {
+                    tracing::warn!("{warning}");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not check Redis' configuration"),
+        }
         let max_workers = self.max_workers.unwrap_or(config.max_workers);
         if max_workers == 0 {
             return Err(Error::InvalidOption(

@@ -1,0 +1,103 @@
+//! `client.stats::<T>()` and `client.health()` report what Redis really holds and how it
+//! is configured.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rmq_runtime::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[topic("stats.job", retries = 0)]
+#[derive(Debug, Serialize, Deserialize)]
+struct Job {
+    fail: bool,
+}
+
+#[handler]
+async fn job(job: Job) -> Result<(), HandlerError> {
+    if job.fail {
+        Err(HandlerError::msg("nope"))
+    } else {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_every_state_and_outcome() {
+    let env = TestEnv::start("stats").await;
+    let c = &env.client;
+    for _ in 0..3 {
+        c.send(Job { fail: false })
+            .priority(Priority::High)
+            .await
+            .unwrap();
+    }
+    c.send(Job { fail: false })
+        .priority(Priority::Low)
+        .await
+        .unwrap();
+    c.send(Job { fail: true }).await.unwrap();
+    c.send(Job { fail: false })
+        .delay(Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    let before = c.stats::<Job>().await.unwrap();
+    assert_eq!(before.pending, [3, 1, 1]);
+    assert_eq!(before.pending(Priority::High), 3);
+    assert_eq!(before.pending_total(), 5);
+    assert_eq!((before.delayed, before.in_flight, before.dead), (1, 0, 0));
+    assert_eq!(before.counter("produced"), 6);
+    assert_eq!(before.counter("completed"), 0);
+
+    let runtime = spawn_runtime(c, &[Job::NAME], 2).await;
+    env.wait_for_dead_letters::<Job>(1).await;
+    let done = poll(PATIENCE, || async {
+        c.stats::<Job>().await.unwrap().counter("completed") == 4
+    })
+    .await;
+    assert!(done, "{:?}", c.stats::<Job>().await);
+    shutdown(runtime).await;
+
+    let after = c.topic_stats(Job::NAME).await.unwrap();
+    assert_eq!(after.topic, Job::NAME);
+    assert_eq!(after.pending, [0, 0, 0]);
+    assert_eq!((after.delayed, after.in_flight, after.dead), (1, 0, 1));
+    assert_eq!(after.counter("delivered"), 5);
+    assert_eq!(after.counter("failed"), 1);
+    assert_eq!(after.counter("dead"), 1);
+    assert_eq!(after.counter("retried"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_version_eviction_and_persistence() {
+    // the harness' server keeps nothing on disk and has the default policy
+    let env = TestEnv::start("health_plain").await;
+    let h = env.client.health().await.unwrap();
+    assert!(
+        h.redis_version.starts_with(|c: char| c.is_ascii_digit()),
+        "{h:?}"
+    );
+    assert_eq!(h.maxmemory_policy, "noeviction");
+    assert!(!h.aof_enabled && !h.rdb_enabled, "{h:?}");
+    assert!(!h.is_healthy());
+    assert!(
+        h.warnings.iter().any(|w| w.contains("persistence is off")),
+        "{h:?}"
+    );
+    assert!(h.round_trip < Duration::from_secs(1));
+
+    let env = TestEnv::start_configured(
+        "health_risky",
+        &["--maxmemory-policy", "allkeys-lru", "--appendonly", "yes"],
+        |c| c,
+    )
+    .await;
+    let h = env.client.health().await.unwrap();
+    assert_eq!(h.maxmemory_policy, "allkeys-lru");
+    assert!(h.aof_enabled);
+    assert_eq!(h.warnings.len(), 1, "{h:?}");
+    assert!(h.warnings[0].contains("noeviction"), "{h:?}");
+}
