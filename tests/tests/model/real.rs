@@ -1,0 +1,426 @@
+//! The real side: the scripts of `rmq-runtime/lua/`, loaded exactly as
+//! `rmq-runtime/src/scripts.rs` does (`lib.lua`, a newline, the script), called with the
+//! keys and arguments in the order `fetcher.rs`, `producer.rs` and `admin.rs` use, and
+//! Redis read back in full.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use redis::Value;
+use rmq_runtime::TopicKeys;
+
+use super::{Call, Params, Snapshot, DEAD_REASON, R};
+
+const LIB: &str = include_str!("../../../rmq-runtime/lua/lib.lua");
+const PRODUCE: &str = include_str!("../../../rmq-runtime/lua/produce.lua");
+const FETCH: &str = include_str!("../../../rmq-runtime/lua/fetch.lua");
+const ACK: &str = include_str!("../../../rmq-runtime/lua/ack.lua");
+const FAIL: &str = include_str!("../../../rmq-runtime/lua/fail.lua");
+const RENEW: &str = include_str!("../../../rmq-runtime/lua/renew.lua");
+const RELEASE: &str = include_str!("../../../rmq-runtime/lua/release.lua");
+const REPLAY: &str = include_str!("../../../rmq-runtime/lua/replay.lua");
+const PURGE: &str = include_str!("../../../rmq-runtime/lua/purge.lua");
+
+/// Read-only: everything the topic holds, as one string (one line per structure, items
+/// separated by tabs), so a step costs one round trip and little parsing.
+/// KEYS: p0, p1, p2, delayed, inflight, dead, m, attempts, leases, errors, stats;
+/// ARGV: their short names. The first line is DBSIZE (keys outside the topic show there).
+const DUMP: &str = r#"
+local out = {}
+local function line(items) out[#out + 1] = table.concat(items, '\t') end
+local present = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then present[#present + 1] = ARGV[i] end
+end
+line({ redis.call('DBSIZE') })
+line(present)
+for i = 1, 3 do line(redis.call('LRANGE', KEYS[i], 0, -1)) end
+for i = 4, 6 do line(redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES')) end
+for i = 7, 11 do line(redis.call('HGETALL', KEYS[i])) end
+return table.concat(out, '\n')
+"#;
+
+/// The prefix and topic of every case (the database is flushed between cases).
+pub const PREFIX: &str = "model";
+pub const TOPIC: &str = "t";
+
+struct Shas {
+    produce: String,
+    fetch: String,
+    ack: String,
+    fail: String,
+    renew: String,
+    release: String,
+    replay: String,
+    purge: String,
+    dump: String,
+}
+
+pub struct Real {
+    con: redis::Connection,
+    keys: TopicKeys,
+    base: String,
+    sha: Shas,
+}
+
+fn flag(on: bool) -> &'static str {
+    if on {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+fn normalize(value: Value) -> R {
+    match value {
+        Value::Nil => R::Nil,
+        Value::Int(n) => R::Int(n),
+        Value::BulkString(bytes) => R::Str(String::from_utf8_lossy(&bytes).into_owned()),
+        Value::Array(items) => R::List(items.into_iter().map(normalize).collect()),
+        other => R::Str(format!("unexpected reply {other:?}")),
+    }
+}
+
+fn zset(flat: Vec<String>) -> Result<Vec<(String, u64)>, String> {
+    flat.chunks(2)
+        .map(|pair| match pair {
+            [id, score] => score
+                .parse::<f64>()
+                .map(|s| (id.clone(), s as u64))
+                .map_err(|e| format!("score {score:?} of {id}: {e}")),
+            _ => Err("odd ZRANGE WITHSCORES reply".to_string()),
+        })
+        .collect()
+}
+
+impl Real {
+    pub fn connect(url: &str) -> Real {
+        let mut con = redis::Client::open(url)
+            .expect("redis url")
+            .get_connection()
+            .expect("connection to the private redis-server");
+        let mut load_code = |code: String| -> String {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(code)
+                .query(&mut con)
+                .expect("SCRIPT LOAD")
+        };
+        let mut load = |body: &str| load_code(format!("{LIB}\n{body}"));
+        let sha = Shas {
+            produce: load(PRODUCE),
+            fetch: load(FETCH),
+            ack: load(ACK),
+            fail: load(FAIL),
+            renew: load(RENEW),
+            release: load(RELEASE),
+            replay: load(REPLAY),
+            purge: load(PURGE),
+            dump: load_code(DUMP.to_string()),
+        };
+        let keys = TopicKeys::new(PREFIX, TOPIC);
+        let base = keys.messages.trim_end_matches('m').to_string();
+        Real {
+            con,
+            keys,
+            base,
+            sha,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        redis::cmd("FLUSHDB")
+            .query::<()>(&mut self.con)
+            .expect("FLUSHDB");
+    }
+
+    fn script(sha: &str, keys: &[&String], args: Vec<String>) -> Option<redis::Cmd> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(sha).arg(keys.len());
+        for key in keys {
+            cmd.arg(key.as_str());
+        }
+        for arg in args {
+            cmd.arg(arg);
+        }
+        Some(cmd)
+    }
+
+    /// The script call `call` makes at `now` (none for a clock move or a crash).
+    fn script_call(&self, call: &Call, p: &Params, now: u64) -> Option<redis::Cmd> {
+        let k = &self.keys;
+        let now = now.to_string();
+        match call {
+            Call::Produce(items) => {
+                let mut args = vec![now];
+                for m in items {
+                    args.extend([
+                        m.id.clone(),
+                        m.prio.to_string(),
+                        m.delay.to_string(),
+                        m.ttl.to_string(),
+                        m.body.clone(),
+                    ]);
+                }
+                let sha = &self.sha.produce;
+                let keys = [
+                    &k.messages,
+                    &k.pending[0],
+                    &k.pending[1],
+                    &k.pending[2],
+                    &k.delayed,
+                    &k.stats,
+                    &k.wake,
+                ];
+                Self::script(sha, &keys, args)
+            }
+            Call::Fetch { n, .. } => {
+                let args = vec![
+                    now,
+                    n.to_string(),
+                    p.lease.to_string(),
+                    p.max_attempts.to_string(),
+                    flag(p.keep_dead).to_string(),
+                    p.max_dead.to_string(),
+                    flag(p.keep_expired).to_string(),
+                ];
+                let sha = &self.sha.fetch;
+                let keys = [
+                    &k.messages,
+                    &k.pending[0],
+                    &k.pending[1],
+                    &k.pending[2],
+                    &k.delayed,
+                    &k.inflight,
+                    &k.attempts,
+                    &k.errors,
+                    &k.dead,
+                    &k.stats,
+                    &k.leases,
+                ];
+                Self::script(sha, &keys, args)
+            }
+            Call::Ack { sent, .. } => {
+                let mut args = vec![now];
+                for s in sent {
+                    args.extend([s.lease.id.clone(), s.token.to_string()]);
+                }
+                let sha = &self.sha.ack;
+                let keys = [
+                    &k.messages,
+                    &k.inflight,
+                    &k.attempts,
+                    &k.errors,
+                    &k.stats,
+                    &k.leases,
+                ];
+                Self::script(sha, &keys, args)
+            }
+            Call::Fail { items, .. } => {
+                let mut args = vec![
+                    now,
+                    p.max_attempts.to_string(),
+                    flag(p.keep_dead).to_string(),
+                    p.max_dead.to_string(),
+                ];
+                for item in items {
+                    args.extend([
+                        item.sent.lease.id.clone(),
+                        item.sent.token.to_string(),
+                        item.action.as_str().to_string(),
+                        item.delay.to_string(),
+                        DEAD_REASON.to_string(),
+                        item.error.clone(),
+                    ]);
+                }
+                let sha = &self.sha.fail;
+                let keys = [
+                    &k.messages,
+                    &k.delayed,
+                    &k.inflight,
+                    &k.attempts,
+                    &k.errors,
+                    &k.dead,
+                    &k.stats,
+                    &k.wake,
+                    &k.leases,
+                ];
+                Self::script(sha, &keys, args)
+            }
+            Call::Renew { sent, .. } => {
+                let mut args = vec![now, p.lease.to_string()];
+                for s in sent {
+                    args.extend([s.lease.id.clone(), s.token.to_string()]);
+                }
+                let sha = &self.sha.renew.clone();
+                Self::script(sha, &[&k.inflight, &k.leases], args)
+            }
+            Call::Release { sent, .. } => {
+                let mut args = vec![now];
+                for s in sent {
+                    args.extend([s.lease.id.clone(), s.token.to_string()]);
+                }
+                let sha = &self.sha.release;
+                let keys = [
+                    &k.messages,
+                    &k.pending[0],
+                    &k.pending[1],
+                    &k.pending[2],
+                    &k.inflight,
+                    &k.attempts,
+                    &k.wake,
+                    &k.leases,
+                ];
+                Self::script(sha, &keys, args)
+            }
+            Call::Replay(ids) => {
+                let mut args = vec![now];
+                args.extend(ids.iter().cloned());
+                let sha = &self.sha.replay;
+                let keys = [
+                    &k.messages,
+                    &k.pending[0],
+                    &k.pending[1],
+                    &k.pending[2],
+                    &k.dead,
+                    &k.attempts,
+                    &k.errors,
+                    &k.stats,
+                    &k.wake,
+                ];
+                Self::script(sha, &keys, args)
+            }
+            Call::PurgeCount(n) => {
+                let sha = &self.sha.purge;
+                let keys = [&k.messages, &k.dead, &k.attempts, &k.errors, &k.stats];
+                Self::script(sha, &keys, vec![now, n.to_string()])
+            }
+            Call::PurgeIds(ids) => {
+                let mut args = vec![now, "id:".to_string()];
+                args.extend(ids.iter().cloned());
+                let sha = &self.sha.purge;
+                let keys = [&k.messages, &k.dead, &k.attempts, &k.errors, &k.stats];
+                Self::script(sha, &keys, args)
+            }
+            Call::Crash { .. } | Call::Advance { .. } => None,
+        }
+    }
+
+    /// Runs every step of a case — each `(call, now)` followed by a read-back of everything
+    /// the topic holds — in one pipeline (Redis runs it in order, so each read sees the
+    /// state right after its step): per step, what the script returned (`Nil` for a clock
+    /// move or a crash) and the state after it.
+    pub fn run(
+        &mut self,
+        steps: &[(&Call, u64)],
+        p: &Params,
+    ) -> Vec<Result<(R, Snapshot), String>> {
+        let k = &self.keys;
+        let all = [
+            &k.pending[0],
+            &k.pending[1],
+            &k.pending[2],
+            &k.delayed,
+            &k.inflight,
+            &k.dead,
+            &k.messages,
+            &k.attempts,
+            &k.leases,
+            &k.errors,
+            &k.stats,
+        ];
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut has_script = Vec::with_capacity(steps.len());
+        for (call, now) in steps {
+            let script = self.script_call(call, p, *now);
+            has_script.push(script.is_some());
+            if let Some(script) = script {
+                pipe.add_command(script);
+            }
+            pipe.cmd("EVALSHA").arg(&self.sha.dump).arg(all.len());
+            for key in all {
+                pipe.arg(key);
+            }
+            for key in all {
+                pipe.arg(key.strip_prefix(self.base.as_str()).unwrap_or(key));
+            }
+        }
+        let replies: Vec<Value> = match pipe.query(&mut self.con) {
+            Ok(replies) => replies,
+            Err(e) => return vec![Err(format!("pipeline failed: {e}"))],
+        };
+        let mut replies = replies.into_iter();
+        has_script
+            .into_iter()
+            .map(|script| {
+                let reply = match script {
+                    true => match replies.next() {
+                        Some(Value::ServerError(e)) => return Err(format!("script error: {e:?}")),
+                        Some(value) => normalize(value),
+                        None => return Err("pipeline reply too short".into()),
+                    },
+                    false => R::Nil,
+                };
+                match replies.next() {
+                    Some(Value::BulkString(bytes)) => {
+                        let dump = String::from_utf8(bytes).map_err(|e| e.to_string())?;
+                        Ok((reply, parse_dump(&dump)?))
+                    }
+                    other => Err(format!("dump script returned {other:?}")),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The read-back of `DUMP`.
+fn parse_dump(dump: &str) -> Result<Snapshot, String> {
+    let mut lines = dump.split('\n').map(|line| {
+        if line.is_empty() {
+            Vec::new()
+        } else {
+            line.split('\t').map(str::to_string).collect()
+        }
+    });
+    let mut next = || lines.next().ok_or("short dump".to_string());
+    let db_size: usize = next()?.concat().parse().map_err(|_| "dump: DBSIZE")?;
+    let mut keys: BTreeSet<String> = next()?.into_iter().collect();
+    if db_size != keys.len() {
+        keys.insert(format!("<{} keys outside the topic>", db_size - keys.len()));
+    }
+    // LPUSH adds at the back, RPOP takes from the front: the front is the tail.
+    let mut front_first = || -> Result<Vec<String>, String> {
+        let mut list = next()?;
+        list.reverse();
+        Ok(list)
+    };
+    let pending = [front_first()?, front_first()?, front_first()?];
+    let delayed = zset(next()?)?;
+    let inflight = zset(next()?)?;
+    let dead = zset(next()?)?;
+    let hash = |flat: Vec<String>| -> BTreeMap<String, String> {
+        flat.chunks(2)
+            .map(|pair| (pair[0].clone(), pair.get(1).cloned().unwrap_or_default()))
+            .collect()
+    };
+    let messages = hash(next()?);
+    let attempts = hash(next()?);
+    let leases = hash(next()?);
+    let errors = hash(next()?);
+    let stats = hash(next()?)
+        .into_iter()
+        .map(|(k, v)| (k, v.parse().unwrap_or(i64::MIN)))
+        .collect();
+    Ok(Snapshot {
+        keys,
+        pending,
+        delayed,
+        inflight,
+        dead,
+        messages,
+        attempts,
+        leases,
+        errors,
+        stats,
+    })
+}

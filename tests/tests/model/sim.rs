@@ -1,0 +1,590 @@
+//! The model: what the documented rules (script headers, ARCHITECTURE.md, PRODUCT.md's
+//! invariants) say each script call does, on plain Rust structures.
+//!
+//! One entry per stored message, in exactly one state; the pending lists are queues whose
+//! front is the next message a fetch takes. Every delivery gets the next lease token of
+//! the topic (1, 2, 3, ...; fetch.lua draws them from the `delivered` counter), and "the
+//! holder of the current lease" is whoever was handed the delivery the message is in now.
+//!
+//! Where the documents leave a detail open, the model takes the script headers' more
+//! precise reading:
+//! - a lease is held until a fetch reclaims it: after its deadline but before the next
+//!   fetch, its holder can still ack, fail, renew or release it;
+//! - messages reclaimed by one fetch (in deadline order) or released by one call (in
+//!   argument order) each go to the front of their level in turn, so the last one is
+//!   fetched first;
+//! - the TTL has passed when `now >= expire`; a lease has lapsed when `now >= deadline`; a
+//!   delayed message is due when `now >= due`;
+//! - `fail.lua` answers 2 ("dead-lettered") also when dead letters are disabled and the
+//!   message is dropped (counted as dropped);
+//! - an expired message dead-lettered while dead letters are disabled counts as expired
+//!   and as dropped;
+//! - an id is a duplicate only while its message is stored: producing it again once the
+//!   message is gone stores a new message.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::{Action, Call, FailItem, Lease, NewMsg, Params, Sent, Snapshot, DEAD_REASON, R};
+
+#[derive(Clone, Debug, PartialEq)]
+enum State {
+    Pending,
+    Delayed(u64),
+    InFlight { deadline: u64, token: u64 },
+    Dead(u64),
+}
+
+#[derive(Clone, Debug)]
+struct Failure {
+    first: u64,
+    last: u64,
+    reason: String,
+    error: String,
+}
+
+#[derive(Clone, Debug)]
+struct Msg {
+    prio: usize,
+    produced: u64,
+    expire: u64,
+    body: String,
+    state: State,
+    /// Deliveries so far (0 = no `attempts` field).
+    attempts: u64,
+    error: Option<Failure>,
+}
+
+impl Msg {
+    fn envelope(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.prio, self.produced, self.expire, self.body
+        )
+    }
+
+    fn record_failure(&mut self, now: u64, reason: &str, error: String) {
+        let first = self.error.as_ref().map_or(now, |f| f.first);
+        self.error = Some(Failure {
+            first,
+            last: now,
+            reason: reason.to_string(),
+            error,
+        });
+    }
+}
+
+pub struct Model {
+    p: Params,
+    pub now: u64,
+    /// Every message that is not gone.
+    msgs: BTreeMap<String, Msg>,
+    /// Per level, front (next to fetch) first.
+    pending: [VecDeque<String>; 3],
+    stats: BTreeMap<&'static str, i64>,
+}
+
+impl Model {
+    pub fn new(p: Params, now: u64) -> Model {
+        Model {
+            p,
+            now,
+            msgs: BTreeMap::new(),
+            pending: Default::default(),
+            stats: BTreeMap::new(),
+        }
+    }
+
+    // ---- queries used to resolve abstract operations -------------------------------------
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.msgs
+            .values()
+            .filter_map(|m| match m.state {
+                State::InFlight { deadline, .. } => Some(deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    pub fn next_due(&self) -> Option<u64> {
+        self.msgs
+            .values()
+            .filter_map(|m| match m.state {
+                State::Delayed(due) => Some(due),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// A TTL end still ahead: of the next message a fetch would take when it has a TTL
+    /// (so the boundary is actually tested), else the earliest of any waiting message.
+    pub fn next_expiry(&self) -> Option<u64> {
+        let ahead = |m: &&Msg| m.expire > self.now;
+        let next_popped = self.pending.iter().flatten().take(2);
+        next_popped
+            .filter_map(|id| self.msgs.get(id))
+            .find(ahead)
+            .or_else(|| {
+                self.msgs
+                    .values()
+                    .filter(|m| matches!(m.state, State::Pending | State::Delayed(_)))
+                    .filter(ahead)
+                    .min_by_key(|m| m.expire)
+            })
+            .map(|m| m.expire)
+    }
+
+    pub fn dead_ids(&self) -> Vec<String> {
+        self.sorted_dead().into_iter().map(|(_, id)| id).collect()
+    }
+
+    pub fn live_ids(&self) -> Vec<String> {
+        self.msgs.keys().cloned().collect()
+    }
+
+    /// True when `sent` is the current lease of its message, with its own token.
+    pub fn holds(&self, sent: &Sent) -> bool {
+        match self.msgs.get(&sent.lease.id) {
+            Some(m) => {
+                matches!(m.state, State::InFlight { token, .. } if token == sent.lease.token)
+                    && sent.token == sent.lease.token
+            }
+            None => false,
+        }
+    }
+
+    // ---- transitions ----------------------------------------------------------------------
+
+    /// The reply the script should give, and the leases a fetch hands out.
+    pub fn apply(&mut self, call: &Call) -> (R, Vec<Lease>) {
+        match call {
+            Call::Produce(items) => (self.produce(items), Vec::new()),
+            Call::Fetch { n, .. } => self.fetch(*n),
+            Call::Ack { sent, .. } => (self.ack(sent), Vec::new()),
+            Call::Fail { items, .. } => (self.fail(items), Vec::new()),
+            Call::Renew { sent, .. } => (self.renew(sent), Vec::new()),
+            Call::Release { sent, .. } => (self.release(sent), Vec::new()),
+            Call::Crash { .. } => (R::Nil, Vec::new()),
+            Call::Advance { to } => {
+                self.now = *to;
+                (R::Nil, Vec::new())
+            }
+            Call::Replay(ids) => (self.replay(ids), Vec::new()),
+            Call::PurgeCount(n) => (self.purge_count(*n), Vec::new()),
+            Call::PurgeIds(ids) => (self.purge_ids(ids), Vec::new()),
+        }
+    }
+
+    fn count(&mut self, stat: &'static str, n: i64) {
+        if n > 0 {
+            *self.stats.entry(stat).or_default() += n;
+        }
+    }
+
+    fn sorted_dead(&self) -> Vec<(u64, String)> {
+        let mut dead: Vec<(u64, String)> = self
+            .msgs
+            .iter()
+            .filter_map(|(id, m)| match m.state {
+                State::Dead(at) => Some((at, id.clone())),
+                _ => None,
+            })
+            .collect();
+        dead.sort();
+        dead
+    }
+
+    /// lib.lua `dead_letter`: into the DLQ (bounded, oldest evicted) or dropped.
+    fn dead_letter(&mut self, id: &str) {
+        if !self.p.keep_dead {
+            self.msgs.remove(id);
+            self.count("dropped", 1);
+            return;
+        }
+        self.msgs
+            .get_mut(id)
+            .expect("dead-lettering a stored message")
+            .state = State::Dead(self.now);
+        self.count("dead", 1);
+        let dead = self.sorted_dead();
+        let excess = dead.len().saturating_sub(self.p.max_dead as usize);
+        for (_, id) in dead.iter().take(excess) {
+            self.msgs.remove(id);
+        }
+        self.count("dead_evicted", excess as i64);
+    }
+
+    fn produce(&mut self, items: &[NewMsg]) -> R {
+        let now = self.now;
+        let mut flags = Vec::new();
+        let mut stored = 0;
+        for item in items {
+            if self.msgs.contains_key(&item.id) {
+                flags.push(R::Int(0));
+                continue;
+            }
+            // TTL counts from the moment the message becomes ready
+            let expire = if item.ttl > 0 {
+                now + item.delay + item.ttl
+            } else {
+                0
+            };
+            let state = if item.delay > 0 {
+                State::Delayed(now + item.delay)
+            } else {
+                self.pending[item.prio].push_back(item.id.clone());
+                State::Pending
+            };
+            self.msgs.insert(
+                item.id.clone(),
+                Msg {
+                    prio: item.prio,
+                    produced: now,
+                    expire,
+                    body: item.body.clone(),
+                    state,
+                    attempts: 0,
+                    error: None,
+                },
+            );
+            stored += 1;
+            flags.push(R::Int(1));
+        }
+        self.count("produced", stored);
+        R::List(flags)
+    }
+
+    fn fetch(&mut self, want: u64) -> (R, Vec<Lease>) {
+        let now = self.now;
+        // 1. lapsed leases: the delivery counted; front of the level, or DLQ when used up.
+        //    (Reclaimed in deadline order, each to the front.)
+        let mut lapsed: Vec<(u64, String)> = self
+            .msgs
+            .iter()
+            .filter_map(|(id, m)| match m.state {
+                State::InFlight { deadline, .. } if deadline <= now => Some((deadline, id.clone())),
+                _ => None,
+            })
+            .collect();
+        lapsed.sort();
+        for (_, id) in lapsed {
+            let max = self.p.max_attempts;
+            let m = self.msgs.get_mut(&id).unwrap();
+            let attempts = m.attempts;
+            let exhausted = attempts >= max;
+            m.record_failure(
+                now,
+                if exhausted { "consumer lost" } else { "" },
+                format!("consumer lost: lease expired during attempt {attempts}"),
+            );
+            if !exhausted {
+                m.state = State::Pending;
+                let prio = m.prio;
+                self.pending[prio].push_front(id.clone());
+            }
+            self.count("lost", 1);
+            if exhausted {
+                self.dead_letter(&id);
+            }
+        }
+        // 2. due delayed messages: back of their level, in due order.
+        let mut due: Vec<(u64, String)> = self
+            .msgs
+            .iter()
+            .filter_map(|(id, m)| match m.state {
+                State::Delayed(at) if at <= now => Some((at, id.clone())),
+                _ => None,
+            })
+            .collect();
+        due.sort();
+        for (_, id) in due {
+            let m = self.msgs.get_mut(&id).unwrap();
+            m.state = State::Pending;
+            let prio = m.prio;
+            self.pending[prio].push_back(id);
+        }
+        // 3. lease up to `want`, high before normal before low, FIFO within a level;
+        //    expired ones are never delivered.
+        let mut reply = vec![R::Int(now as i64), R::Int(-1), R::Int(-1)];
+        let mut leases = Vec::new();
+        let mut expired = 0;
+        for level in 0..3 {
+            while (leases.len() as u64) < want {
+                let Some(id) = self.pending[level].pop_front() else {
+                    break;
+                };
+                let m = self.msgs.get_mut(&id).unwrap();
+                if m.expire > 0 && now >= m.expire {
+                    expired += 1;
+                    if self.p.keep_expired {
+                        let text = format!("expired before delivery (TTL ended at {})", m.expire);
+                        m.record_failure(now, "expired", text);
+                        self.dead_letter(&id);
+                    } else {
+                        self.msgs.remove(&id);
+                    }
+                    continue;
+                }
+                m.attempts += 1;
+                let token = self.stats.get("delivered").copied().unwrap_or(0) as u64 + 1;
+                m.state = State::InFlight {
+                    deadline: now + self.p.lease,
+                    token,
+                };
+                reply.push(R::Str(id.clone()));
+                reply.push(R::Int(m.attempts as i64));
+                reply.push(R::Int(token as i64));
+                reply.push(R::Str(m.envelope()));
+                leases.push(Lease {
+                    id,
+                    token,
+                    attempt: m.attempts,
+                });
+                self.count("delivered", 1);
+            }
+        }
+        self.count("expired", expired);
+        if let Some(due) = self.next_due() {
+            reply[1] = R::Int(due as i64);
+        }
+        if let Some(deadline) = self.next_deadline() {
+            reply[2] = R::Int(deadline as i64);
+        }
+        (R::List(reply), leases)
+    }
+
+    fn ack(&mut self, sent: &[Sent]) -> R {
+        let mut reply = vec![R::Int(0)];
+        let mut completed = 0;
+        for s in sent {
+            if self.holds(s) {
+                self.msgs.remove(&s.lease.id);
+                completed += 1;
+            } else {
+                reply.push(R::Str(s.lease.id.clone()));
+            }
+        }
+        self.count("completed", completed);
+        reply[0] = R::Int(completed);
+        R::List(reply)
+    }
+
+    fn fail(&mut self, items: &[FailItem]) -> R {
+        let now = self.now;
+        let mut codes = Vec::new();
+        let mut failed = 0;
+        for item in items {
+            if !self.holds(&item.sent) {
+                codes.push(R::Int(0));
+                continue;
+            }
+            failed += 1;
+            let id = item.sent.lease.id.clone();
+            let max = self.p.max_attempts;
+            let m = self.msgs.get_mut(&id).unwrap();
+            let code = match item.action {
+                Action::Retry if m.attempts < max => {
+                    m.record_failure(now, "", item.error.clone());
+                    m.state = State::Delayed(now + item.delay);
+                    self.count("retried", 1);
+                    1
+                }
+                Action::Drop => {
+                    self.msgs.remove(&id);
+                    self.count("dropped", 1);
+                    3
+                }
+                Action::Retry | Action::Dead => {
+                    let reason = if item.action == Action::Retry {
+                        "retries exhausted"
+                    } else {
+                        DEAD_REASON
+                    };
+                    m.record_failure(now, reason, item.error.clone());
+                    // code 2 also when dead letters are disabled and the message is dropped
+                    // (the header's "2 dead-lettered" is the dead-letter path)
+                    self.dead_letter(&id);
+                    2
+                }
+            };
+            codes.push(R::Int(code));
+        }
+        self.count("failed", failed);
+        R::List(codes)
+    }
+
+    fn renew(&mut self, sent: &[Sent]) -> R {
+        let deadline = self.now + self.p.lease;
+        let mut reply = vec![R::Int(0)];
+        let mut renewed = 0;
+        for s in sent {
+            if self.holds(s) {
+                let m = self.msgs.get_mut(&s.lease.id).unwrap();
+                if let State::InFlight { token, .. } = m.state {
+                    m.state = State::InFlight { deadline, token };
+                }
+                renewed += 1;
+            } else {
+                reply.push(R::Str(s.lease.id.clone()));
+            }
+        }
+        reply[0] = R::Int(renewed);
+        R::List(reply)
+    }
+
+    fn release(&mut self, sent: &[Sent]) -> R {
+        let mut released = 0;
+        for s in sent {
+            if self.holds(s) {
+                let m = self.msgs.get_mut(&s.lease.id).unwrap();
+                m.attempts = m.attempts.saturating_sub(1);
+                m.state = State::Pending;
+                let prio = m.prio;
+                self.pending[prio].push_front(s.lease.id.clone());
+                released += 1;
+            }
+        }
+        R::Int(released)
+    }
+
+    fn replay(&mut self, ids: &[String]) -> R {
+        let mut replayed = 0;
+        for id in ids {
+            let Some(m) = self.msgs.get_mut(id) else {
+                continue;
+            };
+            if !matches!(m.state, State::Dead(_)) {
+                continue;
+            }
+            m.expire = 0;
+            m.attempts = 0;
+            m.error = None;
+            m.state = State::Pending;
+            let prio = m.prio;
+            self.pending[prio].push_back(id.clone());
+            replayed += 1;
+        }
+        self.count("replayed", replayed);
+        R::Int(replayed)
+    }
+
+    fn purge_count(&mut self, n: u64) -> R {
+        let victims: Vec<String> = self
+            .sorted_dead()
+            .into_iter()
+            .take(n as usize)
+            .map(|(_, id)| id)
+            .collect();
+        for id in &victims {
+            self.msgs.remove(id);
+        }
+        self.count("purged", victims.len() as i64);
+        R::Int(victims.len() as i64)
+    }
+
+    fn purge_ids(&mut self, ids: &[String]) -> R {
+        let mut purged = 0;
+        for id in ids {
+            if matches!(self.msgs.get(id), Some(m) if matches!(m.state, State::Dead(_))) {
+                self.msgs.remove(id);
+                purged += 1;
+            }
+        }
+        self.count("purged", purged);
+        R::Int(purged)
+    }
+
+    // ---- what Redis should hold ----------------------------------------------------------
+
+    pub fn snapshot(&self) -> Snapshot {
+        let zset = |pick: &dyn Fn(&State) -> Option<u64>| {
+            let mut members: Vec<(u64, String)> = self
+                .msgs
+                .iter()
+                .filter_map(|(id, m)| pick(&m.state).map(|score| (score, id.clone())))
+                .collect();
+            members.sort();
+            members
+                .into_iter()
+                .map(|(score, id)| (id, score))
+                .collect::<Vec<_>>()
+        };
+        let delayed = zset(&|s| match s {
+            State::Delayed(due) => Some(*due),
+            _ => None,
+        });
+        let inflight = zset(&|s| match s {
+            State::InFlight { deadline, .. } => Some(*deadline),
+            _ => None,
+        });
+        let dead = zset(&|s| match s {
+            State::Dead(at) => Some(*at),
+            _ => None,
+        });
+        let pending: [Vec<String>; 3] =
+            std::array::from_fn(|level| self.pending[level].iter().cloned().collect());
+        let messages: BTreeMap<String, String> = self
+            .msgs
+            .iter()
+            .map(|(id, m)| (id.clone(), m.envelope()))
+            .collect();
+        let attempts: BTreeMap<String, String> = self
+            .msgs
+            .iter()
+            .filter(|(_, m)| m.attempts > 0)
+            .map(|(id, m)| (id.clone(), m.attempts.to_string()))
+            .collect();
+        let leases: BTreeMap<String, String> = self
+            .msgs
+            .iter()
+            .filter_map(|(id, m)| match m.state {
+                State::InFlight { token, .. } => Some((id.clone(), token.to_string())),
+                _ => None,
+            })
+            .collect();
+        let errors: BTreeMap<String, String> = self
+            .msgs
+            .iter()
+            .filter_map(|(id, m)| {
+                m.error.as_ref().map(|f| {
+                    let text = format!("{}|{}|{}|{}", f.first, f.last, f.reason, f.error);
+                    (id.clone(), text)
+                })
+            })
+            .collect();
+        let stats: BTreeMap<String, i64> = self
+            .stats
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        let mut keys = BTreeSet::new();
+        let mut key_if = |name: &str, present: bool| {
+            if present {
+                keys.insert(name.to_string());
+            }
+        };
+        key_if("m", !messages.is_empty());
+        for (level, list) in pending.iter().enumerate() {
+            key_if(&format!("p{level}"), !list.is_empty());
+        }
+        key_if("delayed", !delayed.is_empty());
+        key_if("inflight", !inflight.is_empty());
+        key_if("dead", !dead.is_empty());
+        key_if("attempts", !attempts.is_empty());
+        key_if("leases", !leases.is_empty());
+        key_if("errors", !errors.is_empty());
+        key_if("stats", !stats.is_empty());
+        Snapshot {
+            keys,
+            pending,
+            delayed,
+            inflight,
+            dead,
+            messages,
+            attempts,
+            leases,
+            errors,
+            stats,
+        }
+    }
+}
