@@ -22,7 +22,8 @@
 -- envelope) while attempts < max attempts, and dead-letters it with reason "retries
 -- exhausted" otherwise: `retries = N` allows N + 1 attempts. "dead" dead-letters now with
 -- the given reason; "drop" deletes every trace now.
--- Returns: one code per message: 0 stale lease, 1 retried, 2 dead-lettered, 3 dropped.
+-- Returns: one code per message: 0 stale lease, 1 retried, 2 dead-lettered, 3 dropped
+-- (also when it would be dead-lettered but dead letters are disabled).
 
 local k = {
   messages = KEYS[1], delayed = KEYS[2], inflight = KEYS[3], attempts = KEYS[4],
@@ -56,8 +57,7 @@ for i = 5, #ARGV, 6 do
     else
       if action == 'retry' then reason = 'retries exhausted' end
       record_failure(k, id, now, reason, err)
-      dead_letter(k, id, now)
-      code = 2
+      if dead_letter(k, id, now) then code = 2 else code = 3 end
     end
   end
   reply[#reply + 1] = code

@@ -19,13 +19,14 @@
 --
 -- In order, atomically:
 -- 1. Lapsed leases (a consumer crashed or stalled): the delivery counts as an attempt;
---    the message goes back to the FRONT of its priority level, or to the dead-letter queue
---    with reason "consumer lost" once its attempts are used up.
+--    the message goes back to the FRONT of its priority level (several keep the order of
+--    their deadlines: the earliest is next), or to the dead-letter queue with reason
+--    "consumer lost" once its attempts are used up.
 -- 2. Due delayed messages (new or retried) join the BACK of their priority level, keeping
 --    the priority they were produced with.
 -- 3. Up to N ids are popped, high before normal before low, FIFO within a level. An id
 --    whose TTL has passed is never delivered: it is counted as expired and deleted (or
---    dead-lettered). Each delivered id gets attempts + 1 and a lease (inflight, score =
+--    dead-lettered with reason "expired" when ARGV[7] and ARGV[5] are both "1"). Each delivered id gets attempts + 1 and a lease (inflight, score =
 --    now + lease length) with a token unique in the topic, which ack.lua, fail.lua,
 --    renew.lua and release.lua check.
 -- Returns: { now, next_due (earliest delayed, -1), next_deadline (earliest lease, -1),
@@ -42,9 +43,11 @@ local lease = tonumber(ARGV[3])
 local max_attempts = tonumber(ARGV[4])
 local keep_expired = ARGV[7]
 
--- 1. reclaim lapsed leases
+-- 1. reclaim lapsed leases; pushed to the front latest-deadline first, so the earliest
+--    ends up next in line
 local lapsed = redis.call('ZRANGEBYSCORE', k.inflight, '-inf', now, 'LIMIT', 0, 1000)
-for _, id in ipairs(lapsed) do
+for i = #lapsed, 1, -1 do
+  local id = lapsed[i]
   unlease(k, id)
   local envelope = redis.call('HGET', k.messages, id)
   if envelope then
@@ -87,7 +90,7 @@ for level = 0, 2 do
         local expire = expire_of(envelope)
         if expire > 0 and now >= expire then
           expired = expired + 1
-          if keep_expired == '1' then
+          if keep_expired == '1' and k.keep_dead == '1' then
             record_failure(k, id, now, 'expired', 'expired before delivery (TTL ended at ' .. expire .. ')')
             dead_letter(k, id, now)
           else

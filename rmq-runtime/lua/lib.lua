@@ -70,11 +70,12 @@ end
 -- (counted as dropped) when dead letters are disabled (k.keep_dead ~= '1'). The envelope,
 -- attempts and failure record stay while it is dead so it can be inspected and replayed.
 -- The DLQ holds at most k.max_dead messages: the oldest are deleted and counted.
+-- Returns true when the message was kept, false when it was dropped.
 local function dead_letter(k, id, now)
   if k.keep_dead ~= '1' then
     forget(k, id)
     redis.call('HINCRBY', k.stats, 'dropped', 1)
-    return
+    return false
   end
   redis.call('ZADD', k.dead, now, id)
   redis.call('HINCRBY', k.stats, 'dead', 1)
@@ -86,4 +87,5 @@ local function dead_letter(k, id, now)
     end
     redis.call('HINCRBY', k.stats, 'dead_evicted', excess)
   end
+  return true
 end

@@ -10,14 +10,15 @@
 -- ARGV[2..] pairs: id, lease token
 --
 -- Guarantees: a message whose handler was cancelled by a shutdown returns to the FRONT of
--- its priority level at once, as if never fetched (its attempt count goes back down), so
+-- its priority level at once (several keep the order given: the first is next), as if
+-- never fetched (its attempt count goes back down), so
 -- another consumer picks it up first and it does not wait for its lease to lapse. Only the
 -- holder of the current lease can release.
 -- Returns: number released.
 
 local k = { messages = KEYS[1], inflight = KEYS[5], attempts = KEYS[6], leases = KEYS[8] }
 local released = 0
-for i = 2, #ARGV, 2 do
+for i = #ARGV - 1, 2, -2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local envelope = redis.call('HGET', k.messages, id)
   if envelope and holds_lease(k, id, token) then

@@ -334,7 +334,7 @@ impl TopicQueue {
                     tracing::warn!(topic = self.topic, id = %s.id, attempt = s.attempt, %error, "attempt failed; message dead-lettered")
                 }
                 Value::Int(3) => {
-                    tracing::info!(topic = self.topic, id = %s.id, attempt = s.attempt, %error, "attempt failed; message dropped as the handler asked")
+                    tracing::info!(topic = self.topic, id = %s.id, attempt = s.attempt, %error, "attempt failed; message dropped (the handler asked, or dead letters are disabled)")
                 }
                 _ => {
                     tracing::warn!(topic = self.topic, id = %s.id, attempt = s.attempt, "failure ignored: the lease had lapsed and the message belongs to another delivery now")

@@ -375,7 +375,11 @@ impl Snapshot {
         }
         // every produced message is stored or left through exactly one counted exit
         // (expired messages kept as dead letters are counted again when they leave the DLQ)
-        let expired_gone = if p.keep_expired { 0 } else { stat("expired") };
+        let expired_gone = if p.keep_expired && p.keep_dead {
+            0
+        } else {
+            stat("expired")
+        };
         let accounted = self.messages.len() as i64
             + stat("completed")
             + stat("dropped")

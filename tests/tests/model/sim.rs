@@ -10,15 +10,14 @@
 //! precise reading:
 //! - a lease is held until a fetch reclaims it: after its deadline but before the next
 //!   fetch, its holder can still ack, fail, renew or release it;
-//! - messages reclaimed by one fetch (in deadline order) or released by one call (in
-//!   argument order) each go to the front of their level in turn, so the last one is
-//!   fetched first;
+//! - messages reclaimed by one fetch or released by one call go to the front of their
+//!   level keeping their order (deadline order, argument order): the first is next;
 //! - the TTL has passed when `now >= expire`; a lease has lapsed when `now >= deadline`; a
 //!   delayed message is due when `now >= due`;
-//! - `fail.lua` answers 2 ("dead-lettered") also when dead letters are disabled and the
-//!   message is dropped (counted as dropped);
-//! - an expired message dead-lettered while dead letters are disabled counts as expired
-//!   and as dropped;
+//! - `fail.lua` answers 3 ("dropped") when a message would be dead-lettered but dead
+//!   letters are disabled;
+//! - an expired message is kept in the DLQ only when both `keep_expired` and `keep_dead`
+//!   are set; otherwise it is deleted and counted as expired only;
 //! - an id is a duplicate only while its message is stored: producing it again once the
 //!   message is gone stores a new message.
 
@@ -194,12 +193,13 @@ impl Model {
         dead
     }
 
-    /// lib.lua `dead_letter`: into the DLQ (bounded, oldest evicted) or dropped.
-    fn dead_letter(&mut self, id: &str) {
+    /// lib.lua `dead_letter`: into the DLQ (bounded, oldest evicted) or dropped; true when
+    /// kept.
+    fn dead_letter(&mut self, id: &str) -> bool {
         if !self.p.keep_dead {
             self.msgs.remove(id);
             self.count("dropped", 1);
-            return;
+            return false;
         }
         self.msgs
             .get_mut(id)
@@ -212,6 +212,7 @@ impl Model {
             self.msgs.remove(id);
         }
         self.count("dead_evicted", excess as i64);
+        true
     }
 
     fn produce(&mut self, items: &[NewMsg]) -> R {
@@ -257,7 +258,7 @@ impl Model {
     fn fetch(&mut self, want: u64) -> (R, Vec<Lease>) {
         let now = self.now;
         // 1. lapsed leases: the delivery counted; front of the level, or DLQ when used up.
-        //    (Reclaimed in deadline order, each to the front.)
+        //    (Several keep their deadline order at the front: the earliest is next.)
         let mut lapsed: Vec<(u64, String)> = self
             .msgs
             .iter()
@@ -267,7 +268,7 @@ impl Model {
             })
             .collect();
         lapsed.sort();
-        for (_, id) in lapsed {
+        for (_, id) in lapsed.into_iter().rev() {
             let max = self.p.max_attempts;
             let m = self.msgs.get_mut(&id).unwrap();
             let attempts = m.attempts;
@@ -316,7 +317,7 @@ impl Model {
                 let m = self.msgs.get_mut(&id).unwrap();
                 if m.expire > 0 && now >= m.expire {
                     expired += 1;
-                    if self.p.keep_expired {
+                    if self.p.keep_expired && self.p.keep_dead {
                         let text = format!("expired before delivery (TTL ended at {})", m.expire);
                         m.record_failure(now, "expired", text);
                         self.dead_letter(&id);
@@ -401,10 +402,11 @@ impl Model {
                         DEAD_REASON
                     };
                     m.record_failure(now, reason, item.error.clone());
-                    // code 2 also when dead letters are disabled and the message is dropped
-                    // (the header's "2 dead-lettered" is the dead-letter path)
-                    self.dead_letter(&id);
-                    2
+                    if self.dead_letter(&id) {
+                        2
+                    } else {
+                        3
+                    }
                 }
             };
             codes.push(R::Int(code));
@@ -434,7 +436,7 @@ impl Model {
 
     fn release(&mut self, sent: &[Sent]) -> R {
         let mut released = 0;
-        for s in sent {
+        for s in sent.iter().rev() {
             if self.holds(s) {
                 let m = self.msgs.get_mut(&s.lease.id).unwrap();
                 m.attempts = m.attempts.saturating_sub(1);
