@@ -86,8 +86,8 @@ impl Driver {
                 st.finished(s);
             }
             while st.handlers.try_join_next().is_some() {}
-            // Checked here too, not only while idle: a busy loop of round trips must not
-            // starve the renewal of long handlers running beside short ones.
+            // Renew here, at the top of every loop, not only when idle: a busy loop of round
+            // trips must not starve the renewal of long handlers running beside short ones.
             if !st.running.is_empty() && Instant::now() >= st.next_renewal {
                 self.renew(&st.running).await;
                 st.next_renewal = Instant::now() + renew_every;
@@ -183,10 +183,8 @@ impl Driver {
                         st.permits.push(permit);
                     }
                 }
-                _ = tokio::time::sleep_until(st.next_renewal.into()), if !st.running.is_empty() => {
-                    self.renew(&st.running).await;
-                    st.next_renewal = Instant::now() + renew_every;
-                }
+                // renewal itself happens at the top of the loop
+                _ = tokio::time::sleep_until(st.next_renewal.into()), if !st.running.is_empty() => {}
                 _ = tokio::time::sleep_until(wake_at.into()) => {
                     if stopping {
                         self.cancel_and_release(&mut st, &mut done_rx).await;
