@@ -12,6 +12,7 @@
 //! [prefix:]rmq:{T}:errors    hash  id -> "first_failed_ms|last_failed_ms|last error"
 //! [prefix:]rmq:{T}:dead      zset  id scored by the time (ms) it was dead-lettered
 //! [prefix:]rmq:{T}:stats     hash  counters: produced, completed, failed, retried, dead, expired, ...
+//! [prefix:]rmq:{T}:paused    string present while consumers must not lease (pause / resume)
 //! [prefix:]rmq:{T}:wake      pub/sub channel: "work is ready or due sooner than you think"
 //! ```
 //!
@@ -40,6 +41,8 @@ pub struct TopicKeys {
     pub dead: String,
     /// Counters.
     pub stats: String,
+    /// Present while the topic is paused.
+    pub paused: String,
     /// Pub/sub channel that wakes idle consumers.
     pub wake: String,
 }
@@ -63,6 +66,7 @@ impl TopicKeys {
             errors: key("errors"),
             dead: key("dead"),
             stats: key("stats"),
+            paused: key("paused"),
             wake: key("wake"),
         }
     }
@@ -79,6 +83,7 @@ impl TopicKeys {
             self.errors.as_str(),
             self.dead.as_str(),
             self.stats.as_str(),
+            self.paused.as_str(),
         ]);
         keys
     }

@@ -9,6 +9,7 @@
 -- KEYS[9] dead       zset  dead-lettered ids
 -- KEYS[10] stats     hash  counters (`delivered` also numbers the lease tokens)
 -- KEYS[11] leases    hash  id -> lease token, while in flight
+-- KEYS[12] paused    string, present while the topic is paused
 -- ARGV[1] now (ms, "" = Redis TIME)
 -- ARGV[2] N, most messages to lease (at most 1000: Lua's unpack limit)
 -- ARGV[3] lease length (ms)
@@ -28,7 +29,8 @@
 --    whose TTL has passed is never delivered: it is counted as expired and deleted (or
 --    dead-lettered with reason "expired" when ARGV[7] and ARGV[5] are both "1"). Each delivered id gets attempts + 1 and a lease (inflight, score =
 --    now + lease length) with a token unique in the topic, which ack.lua, fail.lua,
---    renew.lua and release.lua check.
+--    renew.lua and release.lua check. A paused topic leases nothing (steps 1 and 2 still
+--    run, so nothing stalls), and producers are not affected.
 -- Returns: { now, next_due (earliest delayed, -1), next_deadline (earliest lease, -1),
 --            id1, attempt1, token1, envelope1, id2, ... }
 
@@ -42,6 +44,7 @@ local want = tonumber(ARGV[2])
 local lease = tonumber(ARGV[3])
 local max_attempts = tonumber(ARGV[4])
 local keep_expired = ARGV[7]
+if redis.call('EXISTS', KEYS[12]) == 1 then want = 0 end
 
 -- 1. reclaim lapsed leases; pushed to the front latest-deadline first, so the earliest
 --    ends up next in line

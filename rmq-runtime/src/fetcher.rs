@@ -231,6 +231,7 @@ impl TopicQueue {
             &k.dead,
             &k.stats,
             &k.leases,
+            &k.paused,
         ]);
         call.arg("")
             .arg(want)

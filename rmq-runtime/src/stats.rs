@@ -1,5 +1,5 @@
 //! What a topic holds and has done, readable from any process: depths per state and the
-//! counters the scripts keep in the topic's `stats` hash.
+//! counters the scripts keep in the topic's `stats` hash; and pausing a topic.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +21,8 @@ pub struct TopicStats {
     pub in_flight: u64,
     /// Messages in the dead-letter queue.
     pub dead: u64,
+    /// Consumers lease nothing from this topic (see [`Client::pause_topic`]).
+    pub paused: bool,
     /// Counters since the topic was first used: `produced`, `delivered`, `completed`,
     /// `failed` (attempts), `retried`, `dead`, `expired`, `dropped`, `lost` (leases that
     /// lapsed), `dead_evicted`, `replayed`, `purged`. Absent counters are zero.
@@ -61,8 +63,9 @@ impl Client {
         pipe.cmd("ZCARD").arg(&k.inflight);
         pipe.cmd("ZCARD").arg(&k.dead);
         pipe.cmd("HGETALL").arg(&k.stats);
-        type Reply = (u64, u64, u64, u64, u64, u64, BTreeMap<String, i64>);
-        let (p0, p1, p2, delayed, in_flight, dead, counters): Reply = pipe
+        pipe.cmd("EXISTS").arg(&k.paused);
+        type Reply = (u64, u64, u64, u64, u64, u64, BTreeMap<String, i64>, bool);
+        let (p0, p1, p2, delayed, in_flight, dead, counters, paused): Reply = pipe
             .query_async(&mut self.connection())
             .await
             .map_err(|e| self.error(e))?;
@@ -72,7 +75,47 @@ impl Client {
             delayed,
             in_flight,
             dead,
+            paused,
             counters,
         })
+    }
+
+    /// Pauses topic `T` for every consumer, from any process: they lease nothing more of it
+    /// (running handlers finish; producing goes on) until [`Client::resume`]. Stored in
+    /// Redis, so it survives restarts of consumers and of Redis (with persistence).
+    pub async fn pause<T: Topic>(&self) -> Result<(), Error> {
+        self.pause_topic(T::NAME).await
+    }
+
+    /// Resumes topic `T`; idle consumers are woken at once.
+    pub async fn resume<T: Topic>(&self) -> Result<(), Error> {
+        self.resume_topic(T::NAME).await
+    }
+
+    /// [`Client::pause`] by name.
+    pub async fn pause_topic(&self, topic: &str) -> Result<(), Error> {
+        let k = self.keys(topic);
+        redis::cmd("SET")
+            .arg(&k.paused)
+            .arg(1)
+            .query_async::<()>(&mut self.connection())
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// [`Client::resume`] by name.
+    pub async fn resume_topic(&self, topic: &str) -> Result<(), Error> {
+        let k = self.keys(topic);
+        redis::pipe()
+            .cmd("DEL")
+            .arg(&k.paused)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(&k.wake)
+            .arg("p")
+            .ignore()
+            .query_async::<()>(&mut self.connection())
+            .await
+            .map_err(|e| self.error(e))
     }
 }

@@ -196,6 +196,7 @@ impl Real {
                     &k.dead,
                     &k.stats,
                     &k.leases,
+                    &k.paused,
                 ];
                 Self::script(sha, &keys, args)
             }
