@@ -33,6 +33,8 @@ mod config;
 mod error;
 mod fetcher;
 mod health;
+#[cfg(feature = "logging")]
+pub mod logging;
 mod producer;
 mod runtime;
 mod scripts;

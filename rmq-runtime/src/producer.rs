@@ -12,6 +12,7 @@ use rmq_core::{Headers, MessageId, Priority, Topic};
 use crate::client::{global_client, Client};
 use crate::error::{is_transient, Error};
 use crate::scripts::SCRIPTS;
+use tracing::Instrument;
 
 /// Messages per produce script call. Larger batches are split into several calls that
 /// still travel in one pipeline (one round trip); each call is atomic on its own.
@@ -224,7 +225,9 @@ pub(crate) async fn produce_many<T: Topic>(
         .collect();
     let mut out = Vec::with_capacity(prepared.len());
     let mut prepared = prepared.into_iter();
-    for result in run_with_retries(client, calls).await? {
+    let span = tracing::debug_span!("rmq.produce", topic = T::NAME, messages = prepared.len());
+    let results = run_with_retries(client, calls).instrument(span).await?;
+    for result in results {
         let Value::Array(flags) = result? else {
             return Err(Error::Protocol("produce.lua did not return a list".into()));
         };
