@@ -71,6 +71,118 @@ impl TopicKeys {
         }
     }
 
+    /// `KEYS` of `produce.lua`, in its header's order. (One method per script, so the
+    /// order each script expects is written once, here, for the runtime and the tests.)
+    pub fn for_produce(&self) -> [&str; 7] {
+        let [p0, p1, p2] = self.pending_refs();
+        [
+            &self.messages,
+            p0,
+            p1,
+            p2,
+            &self.delayed,
+            &self.stats,
+            &self.wake,
+        ]
+    }
+
+    /// `KEYS` of `fetch.lua`.
+    pub fn for_fetch(&self) -> [&str; 12] {
+        let [p0, p1, p2] = self.pending_refs();
+        [
+            &self.messages,
+            p0,
+            p1,
+            p2,
+            &self.delayed,
+            &self.inflight,
+            &self.attempts,
+            &self.errors,
+            &self.dead,
+            &self.stats,
+            &self.leases,
+            &self.paused,
+        ]
+    }
+
+    /// `KEYS` of `ack.lua`.
+    pub fn for_ack(&self) -> [&str; 6] {
+        [
+            &self.messages,
+            &self.inflight,
+            &self.attempts,
+            &self.errors,
+            &self.stats,
+            &self.leases,
+        ]
+    }
+
+    /// `KEYS` of `fail.lua`.
+    pub fn for_fail(&self) -> [&str; 9] {
+        [
+            &self.messages,
+            &self.delayed,
+            &self.inflight,
+            &self.attempts,
+            &self.errors,
+            &self.dead,
+            &self.stats,
+            &self.wake,
+            &self.leases,
+        ]
+    }
+
+    /// `KEYS` of `renew.lua`.
+    pub fn for_renew(&self) -> [&str; 2] {
+        [&self.inflight, &self.leases]
+    }
+
+    /// `KEYS` of `release.lua`.
+    pub fn for_release(&self) -> [&str; 8] {
+        let [p0, p1, p2] = self.pending_refs();
+        [
+            &self.messages,
+            p0,
+            p1,
+            p2,
+            &self.inflight,
+            &self.attempts,
+            &self.wake,
+            &self.leases,
+        ]
+    }
+
+    /// `KEYS` of `replay.lua`.
+    pub fn for_replay(&self) -> [&str; 9] {
+        let [p0, p1, p2] = self.pending_refs();
+        [
+            &self.messages,
+            p0,
+            p1,
+            p2,
+            &self.dead,
+            &self.attempts,
+            &self.errors,
+            &self.stats,
+            &self.wake,
+        ]
+    }
+
+    /// `KEYS` of `purge.lua`.
+    pub fn for_purge(&self) -> [&str; 5] {
+        [
+            &self.messages,
+            &self.dead,
+            &self.attempts,
+            &self.errors,
+            &self.stats,
+        ]
+    }
+
+    fn pending_refs(&self) -> [&str; 3] {
+        [&self.pending[0], &self.pending[1], &self.pending[2]]
+    }
+
     /// Every data key (not the channel), e.g. to delete a topic in tests.
     pub fn all(&self) -> Vec<&str> {
         let mut keys = vec![self.messages.as_str()];

@@ -185,10 +185,7 @@ impl<T: Topic> DeadLetterQueue<T> {
 
     async fn purge_call(&self, args: impl FnOnce(&mut redis::Cmd)) -> Result<usize, Error> {
         let k = &self.keys;
-        let mut call =
-            SCRIPTS
-                .purge
-                .call(&[&k.messages, &k.dead, &k.attempts, &k.errors, &k.stats]);
+        let mut call = SCRIPTS.purge.call(&k.for_purge());
         call.arg("");
         args(&mut call);
         count_reply(
@@ -206,17 +203,7 @@ impl<T: Topic> DeadLetterQueue<T> {
         let calls: Vec<redis::Cmd> = ids
             .chunks(IDS_PER_CALL)
             .map(|chunk| {
-                let mut call = SCRIPTS.replay.call(&[
-                    &k.messages,
-                    &k.pending[0],
-                    &k.pending[1],
-                    &k.pending[2],
-                    &k.dead,
-                    &k.attempts,
-                    &k.errors,
-                    &k.stats,
-                    &k.wake,
-                ]);
+                let mut call = SCRIPTS.replay.call(&k.for_replay());
                 call.arg("").arg(chunk);
                 call
             })

@@ -167,14 +167,7 @@ impl TopicQueue {
 
     fn ack_call(&self, acks: &[&Settlement]) -> redis::Cmd {
         let k = &self.keys;
-        let mut call = SCRIPTS.ack.call(&[
-            &k.messages,
-            &k.inflight,
-            &k.attempts,
-            &k.errors,
-            &k.stats,
-            &k.leases,
-        ]);
+        let mut call = SCRIPTS.ack.call(&k.for_ack());
         call.arg("");
         for s in acks {
             call.arg(s.id.as_str()).arg(s.token);
@@ -184,17 +177,7 @@ impl TopicQueue {
 
     fn fail_call(&self, fails: &[&Settlement]) -> redis::Cmd {
         let k = &self.keys;
-        let mut call = SCRIPTS.fail.call(&[
-            &k.messages,
-            &k.delayed,
-            &k.inflight,
-            &k.attempts,
-            &k.errors,
-            &k.dead,
-            &k.stats,
-            &k.wake,
-            &k.leases,
-        ]);
+        let mut call = SCRIPTS.fail.call(&k.for_fail());
         call.arg("")
             .arg(self.policy.max_attempts)
             .arg(flag(self.policy.keep_dead))
@@ -219,20 +202,7 @@ impl TopicQueue {
 
     fn fetch_call(&self, want: usize) -> redis::Cmd {
         let k = &self.keys;
-        let mut call = SCRIPTS.fetch.call(&[
-            &k.messages,
-            &k.pending[0],
-            &k.pending[1],
-            &k.pending[2],
-            &k.delayed,
-            &k.inflight,
-            &k.attempts,
-            &k.errors,
-            &k.dead,
-            &k.stats,
-            &k.leases,
-            &k.paused,
-        ]);
+        let mut call = SCRIPTS.fetch.call(&k.for_fetch());
         call.arg("")
             .arg(want)
             .arg(millis(self.policy.lease))
@@ -247,7 +217,7 @@ impl TopicQueue {
     /// lease was already lost.
     pub(crate) async fn renew(&self, running: &[Lease]) -> Result<Vec<String>, Error> {
         let k = &self.keys;
-        let mut call = SCRIPTS.renew.call(&[&k.inflight, &k.leases]);
+        let mut call = SCRIPTS.renew.call(&k.for_renew());
         call.arg("").arg(millis(self.policy.lease));
         for lease in running {
             call.arg(lease.id.as_str()).arg(lease.token);
@@ -269,16 +239,7 @@ impl TopicQueue {
     /// Puts leased messages back at the front of their level without counting the attempt.
     pub(crate) async fn release(&self, leased: &[Lease]) -> Result<usize, Error> {
         let k = &self.keys;
-        let mut call = SCRIPTS.release.call(&[
-            &k.messages,
-            &k.pending[0],
-            &k.pending[1],
-            &k.pending[2],
-            &k.inflight,
-            &k.attempts,
-            &k.wake,
-            &k.leases,
-        ]);
+        let mut call = SCRIPTS.release.call(&k.for_release());
         call.arg("");
         for lease in leased {
             call.arg(lease.id.as_str()).arg(lease.token);

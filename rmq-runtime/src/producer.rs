@@ -199,19 +199,10 @@ pub(crate) async fn produce_many<T: Topic>(
         .map(|b| b.prepare(client))
         .collect::<Result<Vec<_>, _>>()?;
     let keys = client.keys(T::NAME);
-    let script_keys = [
-        &keys.messages,
-        &keys.pending[0],
-        &keys.pending[1],
-        &keys.pending[2],
-        &keys.delayed,
-        &keys.stats,
-        &keys.wake,
-    ];
     let calls = prepared
         .chunks(MESSAGES_PER_CALL)
         .map(|chunk| {
-            let mut call = SCRIPTS.produce.call(&script_keys);
+            let mut call = SCRIPTS.produce.call(&keys.for_produce());
             call.arg("");
             for m in chunk {
                 call.arg(m.id.as_str())

@@ -68,3 +68,74 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     replay: Script::new(include_str!("../lua/replay.lua")),
     purge: Script::new(include_str!("../lua/purge.lua")),
 });
+
+#[cfg(test)]
+mod tests {
+    use rmq_core::TopicKeys;
+
+    /// The key names a script's header lists, in order (`KEYS[2..4] p0..p2` expands).
+    fn header_keys(script: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for line in script.lines().filter_map(|l| l.strip_prefix("-- KEYS[")) {
+            let Some((_, rest)) = line.split_once(']') else {
+                continue;
+            };
+            let name = rest.split_whitespace().next().unwrap_or_default();
+            match name.split_once("..") {
+                Some(("p0", "p2")) => names.extend(["p0", "p1", "p2"].map(String::from)),
+                _ => names.push(name.to_string()),
+            }
+        }
+        names
+    }
+
+    /// The Rust key lists (`TopicKeys::for_*`) and the Lua headers must agree, position by
+    /// position: a mismatch means a script reads the wrong key.
+    #[test]
+    fn every_script_gets_the_keys_its_header_lists() {
+        let k = TopicKeys::new("pre", "t");
+        let suffix = |key: &str| key.rsplit(':').next().unwrap_or_default().to_string();
+        let cases: [(&str, &str, Vec<&str>); 8] = [
+            (
+                "produce",
+                include_str!("../lua/produce.lua"),
+                k.for_produce().to_vec(),
+            ),
+            (
+                "fetch",
+                include_str!("../lua/fetch.lua"),
+                k.for_fetch().to_vec(),
+            ),
+            ("ack", include_str!("../lua/ack.lua"), k.for_ack().to_vec()),
+            (
+                "fail",
+                include_str!("../lua/fail.lua"),
+                k.for_fail().to_vec(),
+            ),
+            (
+                "renew",
+                include_str!("../lua/renew.lua"),
+                k.for_renew().to_vec(),
+            ),
+            (
+                "release",
+                include_str!("../lua/release.lua"),
+                k.for_release().to_vec(),
+            ),
+            (
+                "replay",
+                include_str!("../lua/replay.lua"),
+                k.for_replay().to_vec(),
+            ),
+            (
+                "purge",
+                include_str!("../lua/purge.lua"),
+                k.for_purge().to_vec(),
+            ),
+        ];
+        for (name, script, keys) in cases {
+            let given: Vec<String> = keys.iter().map(|key| suffix(key)).collect();
+            assert_eq!(given, header_keys(script), "{name}.lua");
+        }
+    }
+}

@@ -133,11 +133,11 @@ impl Real {
             .expect("FLUSHDB");
     }
 
-    fn script(sha: &str, keys: &[&String], args: Vec<String>) -> Option<redis::Cmd> {
+    fn script(sha: &str, keys: &[&str], args: Vec<String>) -> Option<redis::Cmd> {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(sha).arg(keys.len());
         for key in keys {
-            cmd.arg(key.as_str());
+            cmd.arg(*key);
         }
         for arg in args {
             cmd.arg(arg);
@@ -162,15 +162,7 @@ impl Real {
                     ]);
                 }
                 let sha = &self.sha.produce;
-                let keys = [
-                    &k.messages,
-                    &k.pending[0],
-                    &k.pending[1],
-                    &k.pending[2],
-                    &k.delayed,
-                    &k.stats,
-                    &k.wake,
-                ];
+                let keys = k.for_produce();
                 Self::script(sha, &keys, args)
             }
             Call::Fetch { n, .. } => {
@@ -184,20 +176,7 @@ impl Real {
                     flag(p.keep_expired).to_string(),
                 ];
                 let sha = &self.sha.fetch;
-                let keys = [
-                    &k.messages,
-                    &k.pending[0],
-                    &k.pending[1],
-                    &k.pending[2],
-                    &k.delayed,
-                    &k.inflight,
-                    &k.attempts,
-                    &k.errors,
-                    &k.dead,
-                    &k.stats,
-                    &k.leases,
-                    &k.paused,
-                ];
+                let keys = k.for_fetch();
                 Self::script(sha, &keys, args)
             }
             Call::Ack { sent, .. } => {
@@ -206,14 +185,7 @@ impl Real {
                     args.extend([s.lease.id.clone(), s.token.to_string()]);
                 }
                 let sha = &self.sha.ack;
-                let keys = [
-                    &k.messages,
-                    &k.inflight,
-                    &k.attempts,
-                    &k.errors,
-                    &k.stats,
-                    &k.leases,
-                ];
+                let keys = k.for_ack();
                 Self::script(sha, &keys, args)
             }
             Call::Fail { items, .. } => {
@@ -234,17 +206,7 @@ impl Real {
                     ]);
                 }
                 let sha = &self.sha.fail;
-                let keys = [
-                    &k.messages,
-                    &k.delayed,
-                    &k.inflight,
-                    &k.attempts,
-                    &k.errors,
-                    &k.dead,
-                    &k.stats,
-                    &k.wake,
-                    &k.leases,
-                ];
+                let keys = k.for_fail();
                 Self::script(sha, &keys, args)
             }
             Call::Renew { sent, .. } => {
@@ -253,7 +215,7 @@ impl Real {
                     args.extend([s.lease.id.clone(), s.token.to_string()]);
                 }
                 let sha = &self.sha.renew.clone();
-                Self::script(sha, &[&k.inflight, &k.leases], args)
+                Self::script(sha, &k.for_renew(), args)
             }
             Call::Release { sent, .. } => {
                 let mut args = vec![now];
@@ -261,45 +223,26 @@ impl Real {
                     args.extend([s.lease.id.clone(), s.token.to_string()]);
                 }
                 let sha = &self.sha.release;
-                let keys = [
-                    &k.messages,
-                    &k.pending[0],
-                    &k.pending[1],
-                    &k.pending[2],
-                    &k.inflight,
-                    &k.attempts,
-                    &k.wake,
-                    &k.leases,
-                ];
+                let keys = k.for_release();
                 Self::script(sha, &keys, args)
             }
             Call::Replay(ids) => {
                 let mut args = vec![now];
                 args.extend(ids.iter().cloned());
                 let sha = &self.sha.replay;
-                let keys = [
-                    &k.messages,
-                    &k.pending[0],
-                    &k.pending[1],
-                    &k.pending[2],
-                    &k.dead,
-                    &k.attempts,
-                    &k.errors,
-                    &k.stats,
-                    &k.wake,
-                ];
+                let keys = k.for_replay();
                 Self::script(sha, &keys, args)
             }
             Call::PurgeCount(n) => {
                 let sha = &self.sha.purge;
-                let keys = [&k.messages, &k.dead, &k.attempts, &k.errors, &k.stats];
+                let keys = k.for_purge();
                 Self::script(sha, &keys, vec![now, n.to_string()])
             }
             Call::PurgeIds(ids) => {
                 let mut args = vec![now, "id:".to_string()];
                 args.extend(ids.iter().cloned());
                 let sha = &self.sha.purge;
-                let keys = [&k.messages, &k.dead, &k.attempts, &k.errors, &k.stats];
+                let keys = k.for_purge();
                 Self::script(sha, &keys, args)
             }
             Call::Crash { .. } | Call::Advance { .. } => None,
