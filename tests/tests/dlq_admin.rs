@@ -17,22 +17,6 @@ use serde::{Deserialize, Serialize};
 // ---------------------------------------------------------------------------------------
 // helpers local to this file
 
-/// A client on the test's server and prefix with an adjusted configuration.
-async fn client_with(env: &TestEnv, adjust: impl FnOnce(Config) -> Config) -> Client {
-    within(
-        "Client::connect",
-        PATIENCE,
-        Client::connect(adjust(config(&env.server, &env.prefix))),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("Client::connect: {e}"))
-}
-
-/// A counter of the topic's `stats` hash (0 when absent).
-async fn stat(env: &TestEnv, topic: &str, name: &str) -> i64 {
-    env.stats(topic).await.get(name).copied().unwrap_or(0)
-}
-
 /// The priority message `n` is produced with: high, normal, low, high, ...
 fn priority_of(n: u32) -> Priority {
     Priority::ALL[n as usize % 3]
@@ -420,7 +404,7 @@ async fn purge_ids_deletes_only_those_and_purge_deletes_every_dead_letter() {
     expected.sort();
     assert_eq!(left, expected, "{}", env.describe().await);
     assert_eq!(env.len(&k.messages).await, 1);
-    assert_eq!(stat(&env, topic, "purged").await, 6);
+    assert_eq!(env.stat(topic, "purged").await, 6);
     assert_eq!(PURGED_CALLS.load(Ordering::SeqCst), 6);
 }
 
@@ -447,11 +431,12 @@ async fn on_bounded(msg: Bounded) -> Result<(), HandlerError> {
 async fn the_dlq_keeps_the_newest_dead_letter_max_and_evicts_the_rest_without_a_trace() {
     let env = TestEnv::start("dlq_bound").await;
     let topic = Bounded::NAME;
-    let client = client_with(&env, |c| Config {
-        dead_letter_max: 5,
-        ..c
-    })
-    .await;
+    let client = env
+        .client_with(|c| Config {
+            dead_letter_max: 5,
+            ..c
+        })
+        .await;
     let ids: Vec<String> = (0..8).map(|n| format!("bound-{n}")).collect();
     for (n, id) in ids.iter().enumerate() {
         client
@@ -465,7 +450,7 @@ async fn the_dlq_keeps_the_newest_dead_letter_max_and_evicts_the_rest_without_a_
     wait_for("8 calls", || BOUNDED_CALLS.load(Ordering::SeqCst) >= 8).await;
     let env_ref = &env;
     let all_dead = poll(PATIENCE, || async move {
-        stat(env_ref, topic, "dead").await >= 8
+        env_ref.stat(topic, "dead").await >= 8
     })
     .await;
     assert!(all_dead, "{:?}", env.stats(topic).await);

@@ -17,22 +17,6 @@ use serde::{Deserialize, Serialize};
 // ---------------------------------------------------------------------------------------
 // helpers local to this file
 
-/// A client on the test's server and prefix with an adjusted configuration.
-async fn client_with(env: &TestEnv, adjust: impl FnOnce(Config) -> Config) -> Client {
-    within(
-        "Client::connect",
-        PATIENCE,
-        Client::connect(adjust(config(&env.server, &env.prefix))),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("Client::connect: {e}"))
-}
-
-/// A counter of the topic's `stats` hash (0 when absent).
-async fn stat(env: &TestEnv, topic: &str, name: &str) -> i64 {
-    env.stats(topic).await.get(name).copied().unwrap_or(0)
-}
-
 /// The one dead letter of `T`; panics with the state of Redis otherwise.
 async fn only_dead_letter<T: Topic>(env: &TestEnv) -> DeadLetter {
     let mut dead = env.client.dead_letters::<T>().await.expect("dead letters");
@@ -175,7 +159,7 @@ async fn a_panic_dead_letters_with_its_message_and_the_runtime_goes_on() {
     .await;
     let env_ref = &env;
     let completed = poll(PATIENCE, || async move {
-        stat(env_ref, Explosive::NAME, "completed").await == 1
+        env_ref.stat(Explosive::NAME, "completed").await == 1
     })
     .await;
     assert!(completed, "not acked:\n{}", env.describe().await);
@@ -274,7 +258,7 @@ async fn an_undecodable_payload_is_dead_lettered_at_once_with_its_raw_json() {
     assert_eq!(back.sku, [3, 1, 4]);
     assert!(dead.message::<Order>().is_err());
     assert_only_dead(&env, Order::NAME).await;
-    assert_eq!(stat(&env, Order::NAME, "completed").await, 1);
+    assert_eq!(env.stat(Order::NAME, "completed").await, 1);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -375,7 +359,7 @@ async fn dead_letter_error_skips_every_retry() {
     assert_eq!(dead.error, "invalid");
     assert_eq!(dead.attempts, 1);
     assert_only_dead(&env, Invalid::NAME).await;
-    assert_eq!(stat(&env, Invalid::NAME, "retried").await, 0);
+    assert_eq!(env.stat(Invalid::NAME, "retried").await, 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -495,9 +479,9 @@ async fn anyhow_and_io_errors_follow_the_retry_policy() {
     assert_eq!(dead.error, "disk full writing a.log (call 2)");
     assert_only_dead(&env, Write::NAME).await;
     for topic in [Charge::NAME, Write::NAME] {
-        assert_eq!(stat(&env, topic, "retried").await, 1, "{topic}");
-        assert_eq!(stat(&env, topic, "failed").await, 2, "{topic}");
-        assert_eq!(stat(&env, topic, "dead").await, 1, "{topic}");
+        assert_eq!(env.stat(topic, "retried").await, 1, "{topic}");
+        assert_eq!(env.stat(topic, "failed").await, 2, "{topic}");
+        assert_eq!(env.stat(topic, "dead").await, 1, "{topic}");
     }
 }
 
@@ -521,11 +505,12 @@ async fn doomed(_msg: Doomed) -> Result<(), HandlerError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_dead_letters_an_exhausted_message_is_deleted_and_counted_dropped() {
     let env = TestEnv::start("outcomes_no_dlq").await;
-    let client = client_with(&env, |c| Config {
-        enable_dead_letter: false,
-        ..c
-    })
-    .await;
+    let client = env
+        .client_with(|c| Config {
+            enable_dead_letter: false,
+            ..c
+        })
+        .await;
     let handle = spawn_runtime(&client, &[Doomed::NAME], 2).await;
     client.produce(Doomed { n: 1 }).await.expect("produce");
     wait_for("2 calls", || DOOMED_CALLS.load(Ordering::SeqCst) >= 2).await;

@@ -16,27 +16,12 @@ use serde::{Deserialize, Serialize};
 // ---------------------------------------------------------------------------------------
 // helpers local to this file
 
-/// A client on the test's server and prefix with an adjusted configuration.
-async fn client_with(env: &TestEnv, adjust: impl FnOnce(Config) -> Config) -> Client {
-    within(
-        "Client::connect",
-        PATIENCE,
-        Client::connect(adjust(config(&env.server, &env.prefix))),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("Client::connect: {e}"))
-}
-
-/// A counter of the topic's `stats` hash (0 when absent).
-async fn stat(env: &TestEnv, topic: &str, name: &str) -> i64 {
-    env.stats(topic).await.get(name).copied().unwrap_or(0)
-}
-
 /// Waits until the topic's `expired` counter reaches `n`; panics with the state of Redis.
 async fn wait_for_expired(env: &TestEnv, topic: &str, n: i64) {
-    let found = poll(PATIENCE, || async move {
-        stat(env, topic, "expired").await >= n
-    })
+    let found = poll(
+        PATIENCE,
+        || async move { env.stat(topic, "expired").await >= n },
+    )
     .await;
     if !found {
         panic!(
@@ -283,11 +268,12 @@ async fn on_kept(msg: Kept) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_expired_keeps_the_expired_message_in_the_dlq() {
     let env = TestEnv::start("ttl_to_dlq").await;
-    let client = client_with(&env, |c| Config {
-        dead_letter_expired: true,
-        ..c
-    })
-    .await;
+    let client = env
+        .client_with(|c| Config {
+            dead_letter_expired: true,
+            ..c
+        })
+        .await;
     let message = Kept {
         n: 5,
         note: "keep | me".into(),
@@ -330,7 +316,7 @@ async fn dead_letter_expired_keeps_the_expired_message_in_the_dlq() {
     env.assert_eventually_clean().await;
     shutdown(handle).await;
     assert_eq!(*KEPT_CALLS.lock().unwrap(), [5]);
-    assert_eq!(stat(&env, Kept::NAME, "expired").await, 1, "counted again");
+    assert_eq!(env.stat(Kept::NAME, "expired").await, 1, "counted again");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -411,11 +397,12 @@ async fn on_long_lived(msg: LongLived) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_config_message_ttl_is_the_default() {
     let env = TestEnv::start("ttl_config").await;
-    let client = client_with(&env, |c| Config {
-        message_ttl: Duration::from_millis(100),
-        ..c
-    })
-    .await;
+    let client = env
+        .client_with(|c| Config {
+            message_ttl: Duration::from_millis(100),
+            ..c
+        })
+        .await;
     client.produce(Plain { n: 1 }).await.expect("produce");
     client
         .send(Plain { n: 2 })
@@ -439,6 +426,6 @@ async fn the_config_message_ttl_is_the_default() {
         "the config's 100 ms TTL was ignored"
     );
     assert_eq!(calls_of(&LONG_LIVED_CALLS), [3]);
-    assert_eq!(stat(&env, Plain::NAME, "expired").await, 1);
-    assert_eq!(stat(&env, LongLived::NAME, "expired").await, 0);
+    assert_eq!(env.stat(Plain::NAME, "expired").await, 1);
+    assert_eq!(env.stat(LongLived::NAME, "expired").await, 0);
 }

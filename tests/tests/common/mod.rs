@@ -84,6 +84,22 @@ impl TestEnv {
         ids
     }
 
+    /// Another client on this test's server and prefix, with an adjusted configuration.
+    pub async fn client_with(&self, adjust: impl FnOnce(Config) -> Config) -> Client {
+        within(
+            "Client::connect",
+            PATIENCE,
+            Client::connect(adjust(config(&self.server, &self.prefix))),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("Client::connect: {e}"))
+    }
+
+    /// One counter of the topic's `stats` hash (0 when absent).
+    pub async fn stat(&self, topic: &str, name: &str) -> i64 {
+        self.stats(topic).await.get(name).copied().unwrap_or(0)
+    }
+
     /// The keys of `topic` under this test's prefix.
     pub fn keys(&self, topic: &str) -> TopicKeys {
         self.client.keys(topic)
