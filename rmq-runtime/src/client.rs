@@ -168,14 +168,24 @@ impl Client {
         pipe.query_async::<()>(&mut self.connection()).await
     }
 
-    /// Runs script calls in one round trip and returns each call's own result. Calls that
-    /// met `NOSCRIPT` (Redis restarted or flushed its scripts) ran nothing; they are
-    /// repeated once after loading the scripts again.
+    /// Runs script calls in one round trip and returns each call's own result (see
+    /// [`Client::run_pipeline`]).
     pub(crate) async fn run_scripts(
         &self,
         calls: Vec<redis::Cmd>,
     ) -> RedisResult<Vec<RedisResult<Value>>> {
-        let mut results = self.pipeline(&calls).await?;
+        self.run_pipeline(&script_pipeline(calls)).await
+    }
+
+    /// Runs a [`script_pipeline`] and returns each call's own result. Calls that met
+    /// `NOSCRIPT` (Redis restarted or flushed its scripts) ran nothing; they alone are
+    /// repeated once after loading the scripts again. The pipeline is only borrowed, so a
+    /// caller can send it again (produce retries) without copying the calls.
+    pub(crate) async fn run_pipeline(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> RedisResult<Vec<RedisResult<Value>>> {
+        let mut results: Vec<RedisResult<Value>> = pipe.query_async(&mut self.connection()).await?;
         let missing: Vec<usize> = results
             .iter()
             .enumerate()
@@ -187,22 +197,30 @@ impl Client {
                 "Redis lost rmq's scripts (restart or SCRIPT FLUSH); loading them again"
             );
             self.load_scripts().await?;
-            let again: Vec<redis::Cmd> = missing.iter().map(|&i| calls[i].clone()).collect();
-            for (slot, result) in missing.into_iter().zip(self.pipeline(&again).await?) {
+            let again = script_pipeline(
+                pipe.cmd_iter()
+                    .enumerate()
+                    .filter(|(i, _)| missing.contains(i))
+                    .map(|(_, call)| call.clone()),
+            );
+            let retried: Vec<RedisResult<Value>> =
+                again.query_async(&mut self.connection()).await?;
+            for (slot, result) in missing.into_iter().zip(retried) {
                 results[slot] = result;
             }
         }
         Ok(results)
     }
+}
 
-    async fn pipeline(&self, calls: &[redis::Cmd]) -> RedisResult<Vec<RedisResult<Value>>> {
-        let mut pipe = redis::pipe();
-        for call in calls {
-            pipe.add_command(call.clone());
-        }
-        pipe.ignore_errors();
-        pipe.query_async(&mut self.connection()).await
+/// Script calls in one pipeline that reports each call's result separately.
+pub(crate) fn script_pipeline(calls: impl IntoIterator<Item = redis::Cmd>) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for call in calls {
+        pipe.add_command(call);
     }
+    pipe.ignore_errors();
+    pipe
 }
 
 fn is_noscript(e: &redis::RedisError) -> bool {

@@ -9,7 +9,7 @@ use rmq_core::duration::millis;
 use rmq_core::envelope::encode_body;
 use rmq_core::{Headers, MessageId, Priority, Topic};
 
-use crate::client::{global_client, Client};
+use crate::client::{global_client, script_pipeline, Client};
 use crate::error::{is_transient, Error};
 use crate::scripts::SCRIPTS;
 use tracing::Instrument;
@@ -243,10 +243,11 @@ async fn run_with_retries(
     client: &Client,
     calls: Vec<redis::Cmd>,
 ) -> Result<Vec<redis::RedisResult<Value>>, Error> {
+    let pipe = script_pipeline(calls);
     let mut pause = Duration::from_millis(100);
     let mut retries_left = client.config().produce_retries;
     loop {
-        match client.run_scripts(calls.clone()).await {
+        match client.run_pipeline(&pipe).await {
             Ok(results) => return Ok(results),
             Err(e) if retries_left > 0 && is_transient(&e) => {
                 tracing::warn!(error = %e, retry_in = ?pause, retries_left, "produce failed; retrying");
