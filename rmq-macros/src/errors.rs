@@ -77,23 +77,30 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
+/// The messages of every `compile_error!` in a macro's output, for the expansion tests.
+#[cfg(test)]
+pub(crate) fn compile_errors(output: &str) -> Vec<String> {
+    output
+        .match_indices("compile_error !")
+        .map(|(at, _)| {
+            let rest = &output[at..];
+            let start = rest.find('"').unwrap_or(0);
+            let end = rest[start + 1..].find("\" }").unwrap_or(0);
+            rest[start + 1..start + 1 + end].to_string()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn suggests_close_names_only() {
-        let known = [
-            "priority",
-            "retries",
-            "retry_delays",
-            "backoff",
-            "ttl",
-            "timeout",
-        ];
-        assert_eq!(closest("priorty", &known), Some("priority"));
-        assert_eq!(closest("retry", &known), Some("retries"));
-        assert_eq!(closest("retry_delay", &known), Some("retry_delays"));
-        assert_eq!(closest("colour", &known), None);
+        let known = crate::topic::parse::KNOWN;
+        assert_eq!(closest("priorty", known), Some("priority"));
+        assert_eq!(closest("retry", known), Some("retries"));
+        assert_eq!(closest("retry_delay", known), Some("retry_delays"));
+        assert_eq!(closest("colour", known), None);
     }
 }

@@ -6,8 +6,6 @@ use std::error::Error as StdError;
 use std::future::Future;
 
 use futures_util::FutureExt;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 pub use inventory;
 pub use rmq_core::{
@@ -67,9 +65,6 @@ pub const fn assert_topic<T: Topic>() {}
 
 /// Spanned check: `R` is a valid handler return type.
 pub const fn assert_return<R: HandlerReturn>() {}
-
-/// Spanned check: the payload can be stored as JSON and read back.
-pub const fn assert_payload<T: Serialize + DeserializeOwned>() {}
 
 /// Decodes the delivery into `T` and runs the handler, turning its result (or panic) into
 /// a [`HandlerOutcome`]. Called through the `fn` pointer of a [`HandlerRegistration`].

@@ -1,7 +1,7 @@
 //! `#[topic("name", ...)]`: parse the attribute, validate it and the struct, expand.
 
 mod expand;
-mod parse;
+pub(crate) mod parse;
 mod validate;
 
 use proc_macro2::TokenStream;

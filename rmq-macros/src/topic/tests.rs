@@ -16,16 +16,7 @@ fn expanded(attr: TokenStream) -> String {
 }
 
 fn errors(attr: TokenStream, item: TokenStream) -> Vec<String> {
-    let output = expand(attr, item).to_string();
-    output
-        .match_indices("compile_error !")
-        .map(|(at, _)| {
-            let rest = &output[at..];
-            let start = rest.find('"').unwrap_or(0);
-            let end = rest[start + 1..].find("\" }").unwrap_or(0);
-            rest[start + 1..start + 1 + end].to_string()
-        })
-        .collect()
+    crate::errors::compile_errors(&expand(attr, item).to_string())
 }
 
 fn plain_struct() -> TokenStream {
