@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::{redact, Error};
 use crate::producer::SendBuilder;
 use crate::scripts::SCRIPTS;
+use crate::stats::ProducerCounters;
 
 /// A connection to one rmq deployment (a Redis and a key prefix). Cheap to clone: clones
 /// share one multiplexed connection that reconnects by itself.
@@ -26,6 +27,7 @@ struct Inner {
     config: Config,
     redis: redis::Client,
     conn: ConnectionManager,
+    producer: ProducerCounters,
 }
 
 impl std::fmt::Debug for Client {
@@ -74,6 +76,7 @@ impl Client {
                 config,
                 redis,
                 conn,
+                producer: ProducerCounters::default(),
             }),
         };
         // One plain command first: a server that wants a password answers NOAUTH here, in
@@ -141,6 +144,10 @@ impl Client {
         } else {
             Error::Redis(e)
         }
+    }
+
+    pub(crate) fn producer_counters(&self) -> &ProducerCounters {
+        &self.inner.producer
     }
 
     /// A handle on the shared multiplexed connection (never used for blocking commands).

@@ -50,14 +50,14 @@ pub use client::{global_client, init, Client};
 pub use config::{Config, ConfigError};
 pub use error::Error;
 pub use health::{health, Health};
-pub use producer::{Produced, SendBuilder};
+pub use producer::{Produced, RawSend, SendBuilder};
 pub use rmq_core::{
     Backoff, Context, HandlerAction, HandlerError, Headers, MessageId, Priority, Topic, TopicKeys,
     TopicOptions,
 };
 pub use rmq_macros::{handler, topic};
 pub use runtime::{builder, run, spawn, RuntimeBuilder, RuntimeHandle};
-pub use stats::TopicStats;
+pub use stats::{ProducerStats, TopicStats};
 
 /// Everything a program that declares topics and handlers needs: `use rmq_runtime::prelude::*;`
 pub mod prelude {

@@ -2,7 +2,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use redis::Value;
 use rmq_core::duration::millis;
@@ -52,6 +52,12 @@ pub struct Produced {
 #[must_use = "a SendBuilder does nothing until it is awaited"]
 pub struct SendBuilder<T: Topic> {
     message: T,
+    options: SendOptions,
+}
+
+/// The options a [`SendBuilder`] or a [`RawSend`] collects.
+#[derive(Default)]
+struct SendOptions {
     delay: Option<Duration>,
     at: Option<SystemTime>,
     priority: Option<Priority>,
@@ -61,75 +67,95 @@ pub struct SendBuilder<T: Topic> {
     client: Option<Client>,
 }
 
+/// The option setters shared by [`SendBuilder`] and [`RawSend`] (one definition, two types).
+macro_rules! send_options {
+    () => {
+        /// Deliver no earlier than `delay` from now.
+        pub fn delay(mut self, delay: Duration) -> Self {
+            self.options.delay = Some(delay);
+            self.options.at = None;
+            self
+        }
+
+        /// Deliver no earlier than `time` (a time in the past means now).
+        pub fn at(mut self, time: SystemTime) -> Self {
+            self.options.at = Some(time);
+            self.options.delay = None;
+            self
+        }
+
+        /// Priority of this message (the topic's `priority` otherwise).
+        pub fn priority(mut self, priority: Priority) -> Self {
+            self.options.priority = Some(priority);
+            self
+        }
+
+        /// Time to live: if not delivered within `ttl` of becoming ready, the message is
+        /// dropped and counted as expired. `Duration::ZERO` means no expiry.
+        pub fn ttl(mut self, ttl: Duration) -> Self {
+            self.options.ttl = Some(ttl);
+            self
+        }
+
+        /// An explicit id: producing an id that is still stored (pending, delayed, in flight
+        /// or dead) stores nothing and reports `duplicate`.
+        pub fn id(mut self, id: impl Into<String>) -> Self {
+            self.options.id = Some(id.into());
+            self
+        }
+
+        /// Adds one header, readable with `Context::header`.
+        pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.options.headers.insert(name.into(), value.into());
+            self
+        }
+
+        /// Adds headers, readable with `Context::headers`.
+        pub fn headers(mut self, headers: impl IntoIterator<Item = (String, String)>) -> Self {
+            self.options.headers.extend(headers);
+            self
+        }
+    };
+}
+
 impl<T: Topic> SendBuilder<T> {
     /// Starts a builder with the topic's defaults.
     pub fn new(message: T) -> Self {
         SendBuilder {
             message,
-            delay: None,
-            at: None,
-            priority: None,
-            ttl: None,
-            id: None,
-            headers: Headers::new(),
-            client: None,
+            options: SendOptions::default(),
         }
     }
 
-    /// Deliver no earlier than `delay` from now.
-    pub fn delay(mut self, delay: Duration) -> Self {
-        self.delay = Some(delay);
-        self.at = None;
-        self
-    }
-
-    /// Deliver no earlier than `time` (a time in the past means now).
-    pub fn at(mut self, time: SystemTime) -> Self {
-        self.at = Some(time);
-        self.delay = None;
-        self
-    }
-
-    /// Priority of this message (the topic's `priority` otherwise).
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = Some(priority);
-        self
-    }
-
-    /// Time to live: if not delivered within `ttl` of becoming ready, the message is
-    /// dropped and counted as expired. `Duration::ZERO` means no expiry.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
-        self
-    }
-
-    /// An explicit id: producing an id that is still stored (pending, delayed, in flight
-    /// or dead) stores nothing and reports `duplicate`.
-    pub fn id(mut self, id: impl Into<String>) -> Self {
-        self.id = Some(id.into());
-        self
-    }
-
-    /// Adds one header, readable with `Context::header`.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.insert(name.into(), value.into());
-        self
-    }
-
-    /// Adds headers, readable with `Context::headers`.
-    pub fn headers(mut self, headers: impl IntoIterator<Item = (String, String)>) -> Self {
-        self.headers.extend(headers);
-        self
-    }
+    send_options!();
 
     /// Produces through `client` instead of the process-wide client.
     pub fn via(mut self, client: &Client) -> Self {
-        self.client = Some(client.clone());
+        self.options.client = Some(client.clone());
         self
     }
 
     /// Encodes the message into the produce script's five arguments.
     fn prepare(&self, client: &Client) -> Result<Prepared, Error> {
+        let payload = serde_json::to_vec(&self.message).map_err(|source| Error::Encode {
+            topic: T::NAME,
+            source,
+        })?;
+        self.options
+            .prepare(client, &payload, T::OPTIONS.priority, T::OPTIONS.ttl)
+    }
+}
+
+impl SendOptions {
+    /// The produce script's arguments for one message. `priority` and `ttl` are the
+    /// topic's defaults, used unless this message sets its own.
+    fn prepare(
+        &self,
+        client: &Client,
+        payload: &[u8],
+        priority: Priority,
+        ttl: Option<Duration>,
+    ) -> Result<Prepared, Error> {
         let id = match &self.id {
             Some(id) => {
                 let id = MessageId::new(id.clone());
@@ -138,26 +164,26 @@ impl<T: Topic> SendBuilder<T> {
             }
             None => MessageId::generate(),
         };
-        let payload = serde_json::to_vec(&self.message).map_err(|source| Error::Encode {
-            topic: T::NAME,
-            source,
-        })?;
         let delay = match (self.delay, self.at) {
             (Some(delay), _) => delay,
             (None, Some(at)) => at.duration_since(SystemTime::now()).unwrap_or_default(),
             (None, None) => Duration::ZERO,
         };
-        let ttl = self
-            .ttl
-            .or(T::OPTIONS.ttl)
-            .unwrap_or(client.config().message_ttl);
+        let ttl = self.ttl.or(ttl).unwrap_or(client.config().message_ttl);
         Ok(Prepared {
             id,
-            priority: self.priority.unwrap_or(T::OPTIONS.priority),
+            priority: self.priority.unwrap_or(priority),
             delay_ms: millis(delay),
             ttl_ms: millis(ttl),
-            body: encode_body(&self.headers, &payload),
+            body: encode_body(&self.headers, payload),
         })
+    }
+
+    async fn client(&self) -> Result<Client, Error> {
+        match &self.client {
+            Some(client) => Ok(client.clone()),
+            None => global_client().await,
+        }
     }
 }
 
@@ -169,16 +195,90 @@ struct Prepared {
     body: Vec<u8>,
 }
 
+/// Produces a message to a topic by name, without its Rust type: for tools such as the
+/// `rmq` command. Created by [`Client::send_raw`]; await it to produce.
+///
+/// The payload must be a JSON object, since that is what every `#[topic]` struct reads. A
+/// consumer whose type does not match its fields dead-letters it as a decode error. The
+/// topic's own `#[topic]` defaults are unknown here: the priority is `normal` and the TTL
+/// is `Config::message_ttl` unless set.
+#[must_use = "a RawSend does nothing until it is awaited"]
+pub struct RawSend {
+    topic: String,
+    payload: Vec<u8>,
+    options: SendOptions,
+}
+
+impl RawSend {
+    send_options!();
+
+    fn check(&self) -> Result<(), Error> {
+        rmq_core::topic::validate_topic_name(&self.topic).map_err(Error::InvalidOption)?;
+        match serde_json::from_slice::<serde_json::Value>(&self.payload) {
+            Ok(serde_json::Value::Object(_)) => Ok(()),
+            Ok(other) => Err(Error::InvalidOption(format!(
+                "the payload for `{}` must be a JSON object (the fields of the message struct), not {}",
+                self.topic,
+                json_kind(&other)
+            ))),
+            Err(e) => Err(Error::InvalidOption(format!(
+                "the payload for `{}` is not valid JSON: {e}",
+                self.topic
+            ))),
+        }
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+impl IntoFuture for RawSend {
+    type Output = Result<Produced, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            self.check()?;
+            let client = self.options.client().await?;
+            let prepared = self
+                .options
+                .prepare(&client, &self.payload, Priority::Normal, None)?;
+            let mut sent = produce_prepared(&client, &self.topic, vec![prepared]).await?;
+            sent.pop()
+                .ok_or_else(|| Error::Protocol("produce returned no result".into()))
+        })
+    }
+}
+
+impl Client {
+    /// Produces `payload` (a JSON object, as bytes) to `topic` by name; see [`RawSend`].
+    pub fn send_raw(&self, topic: impl Into<String>, payload: impl Into<Vec<u8>>) -> RawSend {
+        RawSend {
+            topic: topic.into(),
+            payload: payload.into(),
+            options: SendOptions {
+                client: Some(self.clone()),
+                ..SendOptions::default()
+            },
+        }
+    }
+}
+
 impl<T: Topic> IntoFuture for SendBuilder<T> {
     type Output = Result<Produced, Error>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let client = match &self.client {
-                Some(client) => client.clone(),
-                None => global_client().await?,
-            };
+            let client = self.options.client().await?;
             let mut sent = produce_many(&client, vec![self]).await?;
             sent.pop()
                 .ok_or_else(|| Error::Protocol("produce returned no result".into()))
@@ -198,7 +298,31 @@ pub(crate) async fn produce_many<T: Topic>(
         .iter()
         .map(|b| b.prepare(client))
         .collect::<Result<Vec<_>, _>>()?;
-    let keys = client.keys(T::NAME);
+    produce_prepared(client, T::NAME, prepared).await
+}
+
+/// Stores prepared messages of `topic` in one round trip.
+/// Every produce path ends here, so this is where the client's producer figures are kept.
+async fn produce_prepared(
+    client: &Client,
+    topic: &str,
+    prepared: Vec<Prepared>,
+) -> Result<Vec<Produced>, Error> {
+    let started = Instant::now();
+    let messages = prepared.len();
+    let result = store(client, topic, prepared).await;
+    client
+        .producer_counters()
+        .record(&result, messages, started.elapsed());
+    result
+}
+
+async fn store(
+    client: &Client,
+    topic: &str,
+    prepared: Vec<Prepared>,
+) -> Result<Vec<Produced>, Error> {
+    let keys = client.keys(topic);
     let calls = prepared
         .chunks(MESSAGES_PER_CALL)
         .map(|chunk| {
@@ -216,7 +340,7 @@ pub(crate) async fn produce_many<T: Topic>(
         .collect();
     let mut out = Vec::with_capacity(prepared.len());
     let mut prepared = prepared.into_iter();
-    let span = tracing::debug_span!("rmq.produce", topic = T::NAME, messages = prepared.len());
+    let span = tracing::debug_span!("rmq.produce", topic, messages = prepared.len());
     let results = run_with_retries(client, calls).instrument(span).await?;
     for result in results {
         let Value::Array(flags) = result? else {

@@ -1,0 +1,125 @@
+//! Producing without the message type (`Client::send_raw`, what the `rmq` command uses)
+//! and the client's in-process producer figures (`Client::producer_stats`).
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use rmq_runtime::prelude::*;
+use rmq_runtime::Error;
+use serde::{Deserialize, Serialize};
+
+#[topic("producer.order")]
+#[derive(Debug, Serialize, Deserialize)]
+struct Order {
+    order_id: String,
+    amount: f64,
+}
+
+static SEEN: AtomicUsize = AtomicUsize::new(0);
+static WITH_HEADER: AtomicUsize = AtomicUsize::new(0);
+
+#[handler]
+async fn order(order: Order, ctx: Context) -> Result<(), HandlerError> {
+    assert_eq!(order.order_id, "ORD_raw");
+    if ctx.header("source") == Some("ops") {
+        WITH_HEADER.fetch_add(1, Ordering::SeqCst);
+    }
+    SEEN.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_json_reaches_the_typed_handler_with_its_options() {
+    let env = TestEnv::start("raw_produce").await;
+    let c = &env.client;
+    let sent = c
+        .send_raw(Order::NAME, r#"{"order_id":"ORD_raw","amount":9.99}"#)
+        .priority(Priority::High)
+        .header("source", "ops")
+        .id("raw-1")
+        .await
+        .unwrap();
+    assert_eq!((sent.id.as_str(), sent.duplicate), ("raw-1", false));
+    let again = c
+        .send_raw(Order::NAME, r#"{"order_id":"ORD_raw","amount":9.99}"#)
+        .id("raw-1")
+        .await
+        .unwrap();
+    assert!(again.duplicate, "the same id is not stored twice");
+    c.send_raw(Order::NAME, r#"{"order_id":"ORD_raw","amount":1}"#)
+        .delay(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let stats = c.stats::<Order>().await.unwrap();
+    assert_eq!((stats.pending(Priority::High), stats.delayed), (1, 1));
+
+    let runtime = spawn_runtime(c, &[Order::NAME], 2).await;
+    wait_for("both raw messages handled", || SEEN.load(Ordering::SeqCst) == 2).await;
+    shutdown(runtime).await;
+    assert_eq!(WITH_HEADER.load(Ordering::SeqCst), 1, "the header travelled");
+    env.assert_eventually_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_payload_must_be_a_json_object_and_nothing_is_stored_otherwise() {
+    let env = TestEnv::start("raw_reject").await;
+    let c = &env.client;
+    for (payload, says) in [
+        ("[1,2]", "must be a JSON object"),
+        ("\"text\"", "must be a JSON object"),
+        ("{\"order_id\":", "not valid JSON"),
+    ] {
+        let err = c.send_raw(Order::NAME, payload).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidOption(m) if m.contains(says)),
+            "{payload}: {err}"
+        );
+    }
+    let err = c.send_raw("bad topic name", "{}").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "{err}");
+    assert_eq!(c.stats::<Order>().await.unwrap().counter("produced"), 0);
+    assert!(env.message_keys().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_stats_count_sent_duplicates_failures_and_latency() {
+    let mut server = start_server(&[]);
+    let prefix = rmq_testkit::unique_prefix("producer_stats");
+    let c = Client::connect(config(&server, &prefix)).await.unwrap();
+    let fresh = c.producer_stats();
+    assert_eq!((fresh.sent, fresh.failed, fresh.requests), (0, 0, 0));
+
+    c.produce_batch((0..10).map(|i| Order {
+        order_id: format!("ORD_{i}"),
+        amount: 1.0,
+    }))
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        c.send(Order {
+            order_id: "ORD_x".into(),
+            amount: 1.0,
+        })
+        .id("same")
+        .await
+        .unwrap();
+    }
+    let ok = c.producer_stats();
+    assert_eq!((ok.sent, ok.duplicates, ok.failed, ok.requests), (11, 1, 0, 3));
+    assert!(ok.max_latency >= ok.avg_latency && ok.avg_latency > Duration::ZERO, "{ok:?}");
+    assert!(ok.rate > 0.0);
+
+    server.kill();
+    let err = c
+        .produce(Order {
+            order_id: "ORD_lost".into(),
+            amount: 1.0,
+        })
+        .await;
+    assert!(err.is_err());
+    let down = c.producer_stats();
+    assert_eq!((down.sent, down.failed, down.requests), (11, 1, 4));
+}
