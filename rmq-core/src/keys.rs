@@ -12,6 +12,9 @@
 //! [prefix:]rmq:{T}:errors    hash  id -> "first_failed_ms|last_failed_ms|last error"
 //! [prefix:]rmq:{T}:dead      zset  id scored by the time (ms) it was dead-lettered
 //! [prefix:]rmq:{T}:stats     hash  counters: produced, completed, failed, retried, dead, expired, ...
+//! [prefix:]rmq:{T}:metrics   hash  handler-time histogram (h0..h19, hn count, hs sum in µs) and
+//!                                  a ring of 60 minutes (m<slot> minute, c<slot> completed,
+//!                                  f<slot> failed; slot = minute % 60): bounded, never per message
 //! [prefix:]rmq:{T}:paused    string present while consumers must not lease (pause / resume)
 //! [prefix:]rmq:{T}:wake      pub/sub channel: "work is ready or due sooner than you think"
 //! ```
@@ -41,6 +44,8 @@ pub struct TopicKeys {
     pub dead: String,
     /// Counters.
     pub stats: String,
+    /// Handler-time histogram and per-minute outcome counts.
+    pub metrics: String,
     /// Present while the topic is paused.
     pub paused: String,
     /// Pub/sub channel that wakes idle consumers.
@@ -66,6 +71,7 @@ impl TopicKeys {
             errors: key("errors"),
             dead: key("dead"),
             stats: key("stats"),
+            metrics: key("metrics"),
             paused: key("paused"),
             wake: key("wake"),
         }
@@ -106,7 +112,7 @@ impl TopicKeys {
     }
 
     /// `KEYS` of `ack.lua`.
-    pub fn for_ack(&self) -> [&str; 6] {
+    pub fn for_ack(&self) -> [&str; 7] {
         [
             &self.messages,
             &self.inflight,
@@ -114,11 +120,12 @@ impl TopicKeys {
             &self.errors,
             &self.stats,
             &self.leases,
+            &self.metrics,
         ]
     }
 
     /// `KEYS` of `fail.lua`.
-    pub fn for_fail(&self) -> [&str; 9] {
+    pub fn for_fail(&self) -> [&str; 10] {
         [
             &self.messages,
             &self.delayed,
@@ -129,6 +136,7 @@ impl TopicKeys {
             &self.stats,
             &self.wake,
             &self.leases,
+            &self.metrics,
         ]
     }
 
@@ -195,6 +203,7 @@ impl TopicKeys {
             self.errors.as_str(),
             self.dead.as_str(),
             self.stats.as_str(),
+            self.metrics.as_str(),
             self.paused.as_str(),
         ]);
         keys

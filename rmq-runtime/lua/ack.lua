@@ -6,8 +6,11 @@
 -- KEYS[4] errors     hash  id -> failure record
 -- KEYS[5] stats      hash  counters
 -- KEYS[6] leases     hash  id -> lease token, while in flight
--- ARGV[1] now (unused; every script takes the clock first)
--- ARGV[2..] pairs: id, lease token (as fetch.lua returned it); at most
+-- KEYS[7] metrics    hash  handler-time histogram and per-minute counts
+-- ARGV[1] now (ms, "" = Redis TIME)
+-- ARGV[2] handler timings of the consumer's settled attempts, "field:n ..." (see
+--         record_metrics in lib.lua), or ""
+-- ARGV[3..] pairs: id, lease token (as fetch.lua returned it); at most
 --           1000 pairs (Lua's unpack limit is about 8000 values)
 --
 -- Guarantees: a message is completed only by the holder of its current lease (see
@@ -21,12 +24,15 @@ local k = {
   messages = KEYS[1], inflight = KEYS[2], attempts = KEYS[3], errors = KEYS[4], leases = KEYS[6],
 }
 local ids, tokens = {}, {}
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   ids[#ids + 1] = ARGV[i]
   tokens[#ids] = ARGV[i + 1]
 end
 local reply = { 0 }
-if #ids == 0 then return reply end
+if #ids == 0 then
+  record_metrics(KEYS[7], now_ms(ARGV[1]), 0, 0, ARGV[2])
+  return reply
+end
 
 -- A constant number of calls per batch: read every lease at once, then delete in bulk.
 local current = redis.call('HMGET', k.leases, unpack(ids))
@@ -47,5 +53,6 @@ if #done > 0 then
   redis.call('HDEL', k.errors, unpack(done))
   redis.call('HINCRBY', KEYS[5], 'completed', #done)
 end
+record_metrics(KEYS[7], now_ms(ARGV[1]), #done, 0, ARGV[2])
 reply[1] = #done
 return reply

@@ -9,11 +9,13 @@
 -- KEYS[7] stats      hash  counters
 -- KEYS[8] wake       pub/sub channel
 -- KEYS[9] leases     hash  id -> lease token, while in flight
+-- KEYS[10] metrics   hash  handler-time histogram and per-minute counts
 -- ARGV[1] now (ms, "" = Redis TIME)
--- ARGV[2] max attempts (retries + 1) of this topic
--- ARGV[3] "1" to keep dead letters, "0" to drop them
--- ARGV[4] most dead letters kept (oldest evicted beyond)
--- ARGV[5..] groups of 6: id, lease token, action ("retry" | "dead" | "drop"),
+-- ARGV[2] handler timings, "field:n ..." or "" (see ack.lua)
+-- ARGV[3] max attempts (retries + 1) of this topic
+-- ARGV[4] "1" to keep dead letters, "0" to drop them
+-- ARGV[5] most dead letters kept (oldest evicted beyond)
+-- ARGV[6..] groups of 6: id, lease token, action ("retry" | "dead" | "drop"),
 --           retry delay (ms), dead-letter reason (for "dead"), error text
 --
 -- Guarantees: only the holder of the current lease settles a message (see ack.lua).
@@ -28,15 +30,15 @@
 local k = {
   messages = KEYS[1], delayed = KEYS[2], inflight = KEYS[3], attempts = KEYS[4],
   errors = KEYS[5], dead = KEYS[6], stats = KEYS[7], wake = KEYS[8], leases = KEYS[9],
-  keep_dead = ARGV[3], max_dead = tonumber(ARGV[4]),
+  keep_dead = ARGV[4], max_dead = tonumber(ARGV[5]),
 }
 local now = now_ms(ARGV[1])
-local max_attempts = tonumber(ARGV[2])
+local max_attempts = tonumber(ARGV[3])
 local reply = {}
 local failed = 0
 local woke = false
 
-for i = 5, #ARGV, 6 do
+for i = 6, #ARGV, 6 do
   local id, token, action = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local reason, err = ARGV[i + 4], ARGV[i + 5]
   local code = 0
@@ -63,4 +65,5 @@ for i = 5, #ARGV, 6 do
   reply[#reply + 1] = code
 end
 if failed > 0 then redis.call('HINCRBY', k.stats, 'failed', failed) end
+record_metrics(KEYS[10], now, 0, failed, ARGV[2])
 return reply

@@ -89,3 +89,24 @@ local function dead_letter(k, id, now)
   end
   return true
 end
+
+-- Folds one settle call's figures into the topic's `metrics` hash (bounded: 20 histogram
+-- buckets plus a ring of 60 one-minute slots), so stats cost no extra round trip.
+-- `timings` is "field:n field:n ..." as the consumer summed them over the call's
+-- attempts (hN bucket counts, hn count, hs sum in µs); `completed` / `failed` go to the
+-- slot of the current minute, which is reset when it still holds a minute an hour old.
+local function record_metrics(key, now, completed, failed, timings)
+  if completed > 0 or failed > 0 then
+    local minute = math.floor(now / 60000)
+    local slot = minute % 60
+    if tonumber(redis.call('HGET', key, 'm' .. slot)) ~= minute then
+      redis.call('HSET', key, 'm' .. slot, minute, 'c' .. slot, completed, 'f' .. slot, failed)
+    else
+      if completed > 0 then redis.call('HINCRBY', key, 'c' .. slot, completed) end
+      if failed > 0 then redis.call('HINCRBY', key, 'f' .. slot, failed) end
+    end
+  end
+  for field, n in string.gmatch(timings or '', '(%w+):(%d+)') do
+    redis.call('HINCRBY', key, field, n)
+  end
+end

@@ -12,6 +12,7 @@ use crate::client::Client;
 use crate::config::Config;
 use crate::error::Error;
 use crate::scripts::SCRIPTS;
+use crate::stats::{handler_bucket, HANDLER_BUCKETS};
 
 /// Most ids in one script call: the scripts `unpack` them, and Lua's stack holds about
 /// 8000 values.
@@ -74,6 +75,8 @@ pub(crate) struct Settlement {
     /// Why the message is dead-lettered when the error asks for it ("decode error", ...);
     /// `None` = the handler asked.
     pub(crate) dead_reason: Option<&'static str>,
+    /// How long the handler ran (`None` when it never ran: an unreadable envelope).
+    pub(crate) took: Option<Duration>,
 }
 
 impl Settlement {
@@ -84,8 +87,30 @@ impl Settlement {
             token: lease.token,
             outcome,
             dead_reason: None,
+            took: None,
         }
     }
+}
+
+/// The handler times of `settled` as `record_metrics` (lib.lua) takes them: the count
+/// (`hn`), the sum in µs (`hs`) and one `h<bucket>` per non-empty histogram bucket.
+fn handler_timings(settled: &[Settlement]) -> String {
+    let mut buckets = [0u64; HANDLER_BUCKETS];
+    let (mut count, mut sum_us) = (0u64, 0u64);
+    for took in settled.iter().filter_map(|s| s.took) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        buckets[handler_bucket(us)] += 1;
+        count += 1;
+        sum_us = sum_us.saturating_add(us);
+    }
+    if count == 0 {
+        return String::new();
+    }
+    let mut out = format!("hn:{count} hs:{sum_us}");
+    for (i, n) in buckets.iter().enumerate().filter(|(_, n)| **n > 0) {
+        out.push_str(&format!(" h{i}:{n}"));
+    }
+    out
 }
 
 fn flag(on: bool) -> &'static str {
@@ -142,8 +167,14 @@ impl TopicQueue {
         let mut calls = Vec::with_capacity(3);
         let acks: Vec<&Settlement> = settled.iter().filter(|s| s.outcome.is_ok()).collect();
         let fails: Vec<&Settlement> = settled.iter().filter(|s| s.outcome.is_err()).collect();
-        calls.extend(acks.chunks(MAX_IDS_PER_CALL).map(|c| self.ack_call(c)));
-        calls.extend(fails.chunks(MAX_IDS_PER_CALL).map(|c| self.fail_call(c)));
+        // the handler times of every settled attempt ride along with the first settle call
+        let mut timings = handler_timings(settled);
+        for chunk in acks.chunks(MAX_IDS_PER_CALL) {
+            calls.push(self.ack_call(chunk, std::mem::take(&mut timings)));
+        }
+        for chunk in fails.chunks(MAX_IDS_PER_CALL) {
+            calls.push(self.fail_call(chunk, std::mem::take(&mut timings)));
+        }
         if want > 0 {
             calls.push(self.fetch_call(want));
         }
@@ -165,20 +196,21 @@ impl TopicQueue {
         Ok(RoundTrip::default())
     }
 
-    fn ack_call(&self, acks: &[&Settlement]) -> redis::Cmd {
+    fn ack_call(&self, acks: &[&Settlement], timings: String) -> redis::Cmd {
         let k = &self.keys;
         let mut call = SCRIPTS.ack.call(&k.for_ack());
-        call.arg("");
+        call.arg("").arg(timings);
         for s in acks {
             call.arg(s.id.as_str()).arg(s.token);
         }
         call
     }
 
-    fn fail_call(&self, fails: &[&Settlement]) -> redis::Cmd {
+    fn fail_call(&self, fails: &[&Settlement], timings: String) -> redis::Cmd {
         let k = &self.keys;
         let mut call = SCRIPTS.fail.call(&k.for_fail());
         call.arg("")
+            .arg(timings)
             .arg(self.policy.max_attempts)
             .arg(flag(self.policy.keep_dead))
             .arg(self.policy.max_dead);

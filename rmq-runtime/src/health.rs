@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{global_client, Client};
 use crate::error::Error;
+use crate::state::{runtime_state, RuntimeState};
 
 /// What a health check found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +21,9 @@ pub struct Health {
     pub rdb_enabled: bool,
     /// Plain-language warnings, empty when all is well.
     pub warnings: Vec<String>,
+    /// The runtime(s) of this process: running, handlers busy, buffered; `None` when this
+    /// process runs none (see [`crate::runtime_state`]).
+    pub runtime: Option<RuntimeState>,
 }
 
 impl Health {
@@ -89,6 +93,7 @@ impl Client {
             aof_enabled,
             rdb_enabled,
             warnings,
+            runtime: runtime_state(),
         })
     }
 }

@@ -38,6 +38,7 @@ pub mod logging;
 mod producer;
 mod runtime;
 mod scripts;
+mod state;
 mod stats;
 mod wake;
 mod worker;
@@ -57,7 +58,8 @@ pub use rmq_core::{
 };
 pub use rmq_macros::{handler, topic};
 pub use runtime::{builder, run, spawn, RuntimeBuilder, RuntimeHandle};
-pub use stats::{ProducerStats, TopicStats};
+pub use state::{runtime_state, RuntimeState};
+pub use stats::{HandlerTimes, MinuteCounts, ProducerStats, TopicStats};
 
 /// Everything a program that declares topics and handlers needs: `use rmq_runtime::prelude::*;`
 pub mod prelude {

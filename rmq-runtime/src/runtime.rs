@@ -12,6 +12,7 @@ use crate::client::{global_client, Client};
 use crate::config::Config;
 use crate::error::Error;
 use crate::fetcher::{Policy, TopicQueue};
+use crate::state::{RuntimeState, Shared};
 use crate::worker::Driver;
 
 /// Runs every `#[handler]` linked into the program with the process-wide client until
@@ -149,6 +150,8 @@ impl RuntimeBuilder {
         }
 
         let workers = Arc::new(Semaphore::new(max_workers));
+        let topics: Vec<&'static str> = selected.iter().map(|r| r.topic).collect();
+        let shared = Shared::register(topics.clone(), max_workers);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut channels = HashMap::new();
         let mut drivers = JoinSet::new();
@@ -171,6 +174,7 @@ impl RuntimeBuilder {
                     limit,
                     batch: config.task_queue_size,
                     workers: workers.clone(),
+                    shared: shared.clone(),
                     wake,
                     stop: stop_rx.clone(),
                     poll_interval: config.poll_interval,
@@ -180,13 +184,13 @@ impl RuntimeBuilder {
             );
         }
         let listener = tokio::spawn(crate::wake::listen(client.clone(), channels, stop_rx));
-        let topics: Vec<&'static str> = selected.iter().map(|r| r.topic).collect();
         tracing::info!(?topics, max_workers, prefix = %config.queue_prefix, "rmq runtime started");
         Ok(RuntimeHandle {
             stop: stop_tx,
             drivers,
             listener,
             topics,
+            shared,
         })
     }
 }
@@ -197,6 +201,7 @@ pub struct RuntimeHandle {
     drivers: JoinSet<()>,
     listener: tokio::task::JoinHandle<()>,
     topics: Vec<&'static str>,
+    shared: Arc<Shared>,
 }
 
 impl RuntimeHandle {
@@ -205,9 +210,15 @@ impl RuntimeHandle {
         &self.topics
     }
 
+    /// What this runtime is doing now (see also [`crate::runtime_state`]).
+    pub fn state(&self) -> RuntimeState {
+        self.shared.state()
+    }
+
     /// Graceful shutdown: stop fetching, let running handlers finish within
     /// `Config::shutdown_timeout`, settle their results, and return.
     pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.shared.stopping();
         let _ = self.stop.send(true);
         while let Some(result) = self.drivers.join_next().await {
             if let Err(e) = result {

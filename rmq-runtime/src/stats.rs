@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rmq_core::{Priority, Topic};
 
@@ -13,6 +13,7 @@ use crate::producer::Produced;
 
 /// A snapshot of one topic, read in one round trip.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TopicStats {
     /// The topic name.
     pub topic: String,
@@ -30,6 +31,153 @@ pub struct TopicStats {
     /// `failed` (attempts), `retried`, `dead`, `expired`, `dropped`, `lost` (leases that
     /// lapsed), `dead_evicted`, `replayed`, `purged`. Absent counters are zero.
     pub counters: BTreeMap<String, i64>,
+    /// How long handlers ran, over every attempt since the topic was first used.
+    pub handler_time: HandlerTimes,
+    /// Completed and failed attempts per minute for the last 60 minutes, oldest first;
+    /// the last entry is the current (unfinished) minute.
+    pub per_minute: Vec<MinuteCounts>,
+}
+
+/// Completed and failed attempts in one minute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MinuteCounts {
+    /// The start of the minute (by Redis' clock).
+    pub minute: SystemTime,
+    /// Attempts that completed.
+    pub completed: u64,
+    /// Attempts that failed (whatever happened next: retry, dead letter, drop).
+    pub failed: u64,
+}
+
+/// Upper bounds (µs) of the handler-time histogram's buckets; one more bucket holds the
+/// rest (+Inf). Fixed, so the scripts keep 20 numbers per topic whatever the traffic.
+const HANDLER_BOUNDS_US: [u64; 19] = [
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    300_000_000,
+];
+
+/// Buckets of the handler-time histogram, +Inf included.
+pub(crate) const HANDLER_BUCKETS: usize = HANDLER_BOUNDS_US.len() + 1;
+
+/// The bucket a handler time of `us` microseconds falls in.
+pub(crate) fn handler_bucket(us: u64) -> usize {
+    HANDLER_BOUNDS_US.partition_point(|bound| *bound < us)
+}
+
+/// The handler-time histogram of a topic: how long handlers ran, per attempt (including
+/// attempts that failed or timed out), as the consumers measured it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandlerTimes {
+    /// `(upper bound, attempts that took at most that long)`, cumulative as in a
+    /// Prometheus histogram; the last bound is `Duration::MAX` (+Inf) and its count is
+    /// [`HandlerTimes::count`].
+    pub buckets: Vec<(Duration, u64)>,
+    /// Attempts measured.
+    pub count: u64,
+    /// Their total time.
+    pub sum: Duration,
+}
+
+impl HandlerTimes {
+    /// Reads the `metrics` hash's `h*` fields.
+    fn from_fields(fields: &BTreeMap<String, i64>) -> HandlerTimes {
+        let get = |name: &str| fields.get(name).copied().unwrap_or(0).max(0) as u64;
+        let mut cumulative = 0;
+        let buckets = (0..HANDLER_BUCKETS)
+            .map(|i| {
+                cumulative += get(&format!("h{i}"));
+                let bound = HANDLER_BOUNDS_US
+                    .get(i)
+                    .map_or(Duration::MAX, |us| Duration::from_micros(*us));
+                (bound, cumulative)
+            })
+            .collect();
+        HandlerTimes {
+            buckets,
+            count: get("hn"),
+            sum: Duration::from_micros(get("hs")),
+        }
+    }
+
+    /// The time within which a fraction `q` (0..=1) of attempts finished, interpolated
+    /// within its bucket as Prometheus' `histogram_quantile` does; `None` before any
+    /// attempt. Attempts beyond the last finite bound (5 min) report that bound.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let total = self.buckets.last()?.1;
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut lower = (Duration::ZERO, 0u64);
+        for &(bound, count) in &self.buckets {
+            if count as f64 >= rank && count > lower.1 {
+                if bound == Duration::MAX {
+                    return Some(lower.0);
+                }
+                let within = (rank - lower.1 as f64) / (count - lower.1) as f64;
+                return Some(lower.0 + (bound - lower.0).mul_f64(within.clamp(0.0, 1.0)));
+            }
+            lower = (bound, count);
+        }
+        Some(lower.0)
+    }
+
+    /// Median handler time.
+    pub fn p50(&self) -> Option<Duration> {
+        self.quantile(0.50)
+    }
+
+    /// 95th percentile.
+    pub fn p95(&self) -> Option<Duration> {
+        self.quantile(0.95)
+    }
+
+    /// 99th percentile.
+    pub fn p99(&self) -> Option<Duration> {
+        self.quantile(0.99)
+    }
+
+    /// Mean handler time.
+    pub fn mean(&self) -> Option<Duration> {
+        u32::try_from(self.count)
+            .ok()
+            .filter(|n| *n > 0)
+            .map(|n| self.sum / n)
+    }
+}
+
+/// The last 60 minutes of the `metrics` hash's ring (`m<slot>` minute, `c<slot>`,
+/// `f<slot>`), ending with minute `now_minute`.
+fn per_minute(fields: &BTreeMap<String, i64>, now_minute: u64) -> Vec<MinuteCounts> {
+    let get = |name: String| fields.get(&name).copied().unwrap_or(0).max(0) as u64;
+    (now_minute.saturating_sub(59)..=now_minute)
+        .map(|minute| {
+            let slot = minute % 60;
+            let current = fields.get(&format!("m{slot}")).copied() == Some(minute as i64);
+            MinuteCounts {
+                minute: UNIX_EPOCH + Duration::from_secs(minute * 60),
+                completed: if current { get(format!("c{slot}")) } else { 0 },
+                failed: if current { get(format!("f{slot}")) } else { 0 },
+            }
+        })
+        .collect()
 }
 
 impl TopicStats {
@@ -72,11 +220,14 @@ impl Client {
         pipe.cmd("ZCARD").arg(&k.dead);
         pipe.cmd("HGETALL").arg(&k.stats);
         pipe.cmd("EXISTS").arg(&k.paused);
-        type Reply = (u64, u64, u64, u64, u64, u64, BTreeMap<String, i64>, bool);
-        let (p0, p1, p2, delayed, in_flight, dead, counters, paused): Reply = pipe
-            .query_async(&mut self.connection())
-            .await
-            .map_err(|e| self.error(e))?;
+        pipe.cmd("HGETALL").arg(&k.metrics);
+        pipe.cmd("TIME");
+        type Fields = BTreeMap<String, i64>;
+        type Reply = (u64, u64, u64, u64, u64, u64, Fields, bool, Fields, (u64, u64));
+        let (p0, p1, p2, delayed, in_flight, dead, counters, paused, metrics, (secs, _)): Reply =
+            pipe.query_async(&mut self.connection())
+                .await
+                .map_err(|e| self.error(e))?;
         Ok(TopicStats {
             topic: topic.to_string(),
             pending: [p0, p1, p2],
@@ -85,6 +236,8 @@ impl Client {
             dead,
             paused,
             counters,
+            handler_time: HandlerTimes::from_fields(&metrics),
+            per_minute: per_minute(&metrics, secs / 60),
         })
     }
 
@@ -220,5 +373,66 @@ impl ProducerCounters {
             rate: sent as f64 / since.as_secs_f64().max(1e-3),
             since,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn times(per_bucket: &[(usize, i64)]) -> HandlerTimes {
+        let mut fields: BTreeMap<String, i64> = per_bucket
+            .iter()
+            .map(|(i, n)| (format!("h{i}"), *n))
+            .collect();
+        fields.insert("hn".into(), per_bucket.iter().map(|(_, n)| n).sum());
+        HandlerTimes::from_fields(&fields)
+    }
+
+    #[test]
+    fn buckets_hold_times_up_to_their_bound() {
+        assert_eq!(handler_bucket(0), 0);
+        assert_eq!(handler_bucket(100), 0);
+        assert_eq!(handler_bucket(101), 1);
+        assert_eq!(handler_bucket(1_000_000), 12);
+        assert_eq!(handler_bucket(300_000_001), HANDLER_BUCKETS - 1);
+        assert_eq!(handler_bucket(u64::MAX), HANDLER_BUCKETS - 1);
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_the_bucket() {
+        assert_eq!(HandlerTimes::default().p50(), None);
+        assert_eq!(times(&[]).p99(), None);
+        // 100 attempts in (1 ms, 2.5 ms]: the median is half way
+        let t = times(&[(4, 100)]);
+        assert_eq!(t.buckets.last(), Some(&(Duration::MAX, 100)));
+        assert_eq!(t.p50(), Some(Duration::from_micros(1_750)));
+        // 90 fast and 10 slow: p50 among the fast, p95 and p99 among the slow
+        let t = times(&[(0, 90), (12, 10)]);
+        assert!(t.p50().unwrap() <= Duration::from_micros(100));
+        let p95 = t.p95().unwrap();
+        assert!(p95 > Duration::from_millis(500) && p95 <= Duration::from_secs(1));
+        assert!(t.p99().unwrap() > p95);
+        // beyond the last bound: that bound
+        assert_eq!(times(&[(19, 3)]).p50(), Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn the_ring_forgets_minutes_older_than_an_hour() {
+        let mut fields = BTreeMap::new();
+        // slot 40 holds minute 1000 (now - 50 min); slot 0 still holds minute 960, an hour
+        // before minute 1020 which would reuse it
+        fields.insert("m40".to_string(), 1000);
+        fields.insert("c40".to_string(), 7);
+        fields.insert("f40".to_string(), 2);
+        fields.insert("m0".to_string(), 960);
+        fields.insert("c0".to_string(), 99);
+        let ring = per_minute(&fields, 1050);
+        assert_eq!(ring.len(), 60);
+        assert_eq!(ring.last().unwrap().minute, UNIX_EPOCH + Duration::from_secs(1050 * 60));
+        let busy: Vec<_> = ring.iter().filter(|m| m.completed + m.failed > 0).collect();
+        assert_eq!(busy.len(), 1);
+        assert_eq!((busy[0].completed, busy[0].failed), (7, 2));
+        assert_eq!(busy[0].minute, UNIX_EPOCH + Duration::from_secs(1000 * 60));
     }
 }

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::fetcher::{Lease, Settlement, TopicQueue, MAX_IDS_PER_CALL};
+use crate::state::Shared;
 
 /// Longest pause after a failed round trip (Redis down); doubles from 50 ms. The wake
 /// listener's reconnection also ends a pause early, so work resumes as soon as Redis is
@@ -38,6 +39,8 @@ pub(crate) struct Driver {
     pub(crate) batch: usize,
     /// Runtime-wide worker permits (`max_workers`).
     pub(crate) workers: Arc<Semaphore>,
+    /// The runtime's live figures (handlers running).
+    pub(crate) shared: Arc<Shared>,
     /// Notified by the wake listener when work may be ready.
     pub(crate) wake: Arc<Notify>,
     pub(crate) stop: watch::Receiver<bool>,
@@ -264,6 +267,7 @@ impl Driver {
         let invoke = self.registration.invoke;
         let timeout = self.queue.policy.timeout;
         let done = done.clone();
+        let busy = self.shared.busy_guard();
         st.running.insert(lease.id.clone(), lease.clone());
         let span = tracing::info_span!("rmq.handle", topic = self.queue.topic, id = %lease.id, attempt = lease.attempt);
         st.handlers.spawn(
@@ -282,10 +286,12 @@ impl Driver {
                         format_duration(timeout)
                     ))),
                 };
-                tracing::debug!(elapsed = ?started.elapsed(), ok = outcome.is_ok(), "handled");
-                drop(permit);
+                let took = started.elapsed();
+                tracing::debug!(elapsed = ?took, ok = outcome.is_ok(), "handled");
+                drop((permit, busy));
                 let _ = done.send(Settlement {
                     dead_reason,
+                    took: Some(took),
                     ..Settlement::new(lease, outcome)
                 });
             }

@@ -110,17 +110,18 @@ impl TestEnv {
         keys_under(&self.redis, &self.prefix).await
     }
 
-    /// Keys under this test's prefix other than the `:stats` counters, i.e. what a
-    /// completed message must not leave behind.
+    /// Keys under this test's prefix other than the `:stats` counters and `:metrics`, i.e.
+    /// what a completed message must not leave behind.
     pub async fn message_keys(&self) -> Vec<String> {
         self.all_keys()
             .await
             .into_iter()
-            .filter(|key| !key.ends_with(":stats"))
+            .filter(|key| !is_observation(key))
             .collect()
     }
 
-    /// Waits until nothing but `:stats` is left under the prefix; panics with what is left.
+    /// Waits until nothing but `:stats` and `:metrics` is left under the prefix; panics
+    /// with what is left.
     pub async fn assert_eventually_clean(&self) {
         let redis = self.redis.clone();
         let prefix = self.prefix.clone();
@@ -131,7 +132,7 @@ impl TestEnv {
                 keys_under(&redis, &prefix)
                     .await
                     .iter()
-                    .all(|key| key.ends_with(":stats"))
+                    .all(|key| is_observation(key))
             }
         })
         .await;
@@ -229,6 +230,11 @@ impl TestEnv {
 
 /// The config every test uses: the private server and the test's prefix, defaults
 /// otherwise.
+/// A topic's counters and metrics: kept by design, unlike anything per message.
+fn is_observation(key: &str) -> bool {
+    key.ends_with(":stats") || key.ends_with(":metrics")
+}
+
 pub fn config(server: &RedisServer, prefix: &str) -> Config {
     Config {
         redis_url: server.url(),

@@ -22,16 +22,17 @@ const PURGE: &str = include_str!("../../../rmq-runtime/lua/purge.lua");
 
 /// Read-only: everything the topic holds, as one string (one line per structure, items
 /// separated by tabs), so a step costs one round trip and little parsing.
-/// KEYS: p0, p1, p2, delayed, inflight, dead, m, attempts, leases, errors, stats;
+/// KEYS: p0, p1, p2, delayed, inflight, dead, m, attempts, leases, errors, stats, then
+/// `metrics` (observations, not state: the model does not follow it);
 /// ARGV: their short names. The first line is DBSIZE (keys outside the topic show there).
 const DUMP: &str = r#"
 local out = {}
 local function line(items) out[#out + 1] = table.concat(items, '\t') end
 local present = {}
-for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then present[#present + 1] = ARGV[i] end
+for i = 1, 11 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then present[#present + 1] = ARGV[i] end
 end
-line({ redis.call('DBSIZE') })
+line({ redis.call('DBSIZE') - redis.call('EXISTS', KEYS[12]) })
 line(present)
 for i = 1, 3 do line(redis.call('LRANGE', KEYS[i], 0, -1)) end
 for i = 4, 6 do line(redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES')) end
@@ -180,7 +181,7 @@ impl Real {
                 Self::script(sha, &keys, args)
             }
             Call::Ack { sent, .. } => {
-                let mut args = vec![now];
+                let mut args = vec![now, String::new()];
                 for s in sent {
                     args.extend([s.lease.id.clone(), s.token.to_string()]);
                 }
@@ -191,6 +192,7 @@ impl Real {
             Call::Fail { items, .. } => {
                 let mut args = vec![
                     now,
+                    String::new(),
                     p.max_attempts.to_string(),
                     flag(p.keep_dead).to_string(),
                     p.max_dead.to_string(),
@@ -271,6 +273,7 @@ impl Real {
             &k.leases,
             &k.errors,
             &k.stats,
+            &k.metrics,
         ];
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
