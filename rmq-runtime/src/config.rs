@@ -1,5 +1,6 @@
 //! Configuration, built in code or read from the environment with MX-RMQ's variable names.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use rmq_core::duration::{format_duration, parse_duration};
@@ -28,6 +29,11 @@ use rmq_core::duration::{format_duration, parse_duration};
 /// | `poll_interval` | `MQ_POLL_INTERVAL` | `5s` | safety-net fetch of an idle topic (wake-ups are pushed; see ARCHITECTURE.md) |
 /// | `shutdown_timeout` | `MQ_SHUTDOWN_TIMEOUT` | `30s` | how long a graceful shutdown waits for running handlers |
 /// | `command_timeout` | `MQ_COMMAND_TIMEOUT` | `5s` | time limit of one Redis round trip |
+/// | `metrics_addr` | `MQ_METRICS_ADDR` | none | where the runtime serves Prometheus metrics at `/metrics`, e.g. `127.0.0.1:9464` (feature `prometheus`) |
+///
+/// `metrics_addr` needs rmq-runtime's `prometheus` cargo feature. Without it the setting is
+/// accepted (so one environment can serve binaries built either way) and the runtime logs
+/// a warning at start saying to rebuild with the feature; it never serves anything then.
 ///
 /// Durations read from the environment accept the `#[topic]` syntax: `30` (seconds),
 /// `"500ms"`, `"5m"`, `"1h"`. MX-RMQ fields with no meaning here: `connection_pool_size`
@@ -73,6 +79,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// `MQ_COMMAND_TIMEOUT`.
     pub command_timeout: Duration,
+    /// `MQ_METRICS_ADDR`: an IP address and port; `None` serves no metrics.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -100,6 +108,7 @@ impl Default for Config {
             poll_interval: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(5),
+            metrics_addr: None,
         }
     }
 }
@@ -200,6 +209,15 @@ impl Config {
         }
         if let Some(v) = get("MQ_COMMAND_TIMEOUT") {
             c.command_timeout = duration("MQ_COMMAND_TIMEOUT", &v)?;
+        }
+        if let Some(v) = get("MQ_METRICS_ADDR") {
+            c.metrics_addr = Some(v.trim().parse().map_err(|_| {
+                ConfigError::new(
+                    "MQ_METRICS_ADDR",
+                    &v,
+                    "an IP address and port to listen on, e.g. 127.0.0.1:9464, 0.0.0.0:9464 or [::1]:9464 (host names are not resolved)",
+                )
+            })?);
         }
         c.validate()?;
         Ok(c)
@@ -325,6 +343,34 @@ mod tests {
         assert_eq!(c.message_ttl, Duration::from_secs(3600));
         assert_eq!(c.retry_delays, [1, 5, 60].map(Duration::from_secs).to_vec());
         assert!(!c.enable_dead_letter);
+    }
+
+    #[test]
+    fn metrics_addr_is_an_ip_and_port() {
+        assert_eq!(from(&[]).unwrap().metrics_addr, None);
+        assert_eq!(
+            from(&[("MQ_METRICS_ADDR", "  ")]).unwrap().metrics_addr,
+            None
+        );
+        let c = from(&[("MQ_METRICS_ADDR", " 127.0.0.1:9464 ")]).unwrap();
+        assert_eq!(
+            c.metrics_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        let c = from(&[("MQ_METRICS_ADDR", "[::]:9464")]).unwrap();
+        assert_eq!(c.metrics_addr.map(|a| a.port()), Some(9464));
+        for bad in [
+            "9464",
+            "localhost:9464",
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            "http://127.0.0.1:9464",
+        ] {
+            let e = from(&[("MQ_METRICS_ADDR", bad)]).unwrap_err();
+            assert_eq!(e.name, "MQ_METRICS_ADDR", "{bad}");
+            assert_eq!(e.value, bad);
+            assert!(e.to_string().contains("e.g. 127.0.0.1:9464"), "{e}");
+        }
     }
 
     #[test]

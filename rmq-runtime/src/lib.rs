@@ -36,6 +36,8 @@ mod health;
 #[cfg(feature = "logging")]
 pub mod logging;
 mod producer;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod runtime;
 mod scripts;
 mod state;
@@ -46,7 +48,7 @@ mod worker;
 #[doc(hidden)]
 pub mod __private;
 
-pub use admin::{DeadLetter, DeadLetterQueue};
+pub use admin::{DeadLetter, DeadLetterQueue, DeadLetters, Peeked};
 pub use client::{global_client, init, Client};
 pub use config::{Config, ConfigError};
 pub use error::Error;

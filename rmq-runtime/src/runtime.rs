@@ -149,6 +149,14 @@ impl RuntimeBuilder {
             limits.insert(registration.topic, *n);
         }
 
+        // Before any consumer starts, so an unusable address leaves nothing running.
+        #[cfg(feature = "prometheus")]
+        let metrics =
+            crate::prometheus::serve_for_runtime(&client, selected.iter().map(|r| r.topic)).await?;
+        #[cfg(not(feature = "prometheus"))]
+        if let Some(addr) = config.metrics_addr {
+            tracing::warn!(%addr, "MQ_METRICS_ADDR (Config::metrics_addr) is set but rmq-runtime was built without its `prometheus` feature, so no metrics are served: rebuild with the `prometheus` feature of rmq-runtime");
+        }
         let workers = Arc::new(Semaphore::new(max_workers));
         let topics: Vec<&'static str> = selected.iter().map(|r| r.topic).collect();
         let shared = Shared::register(topics.clone(), max_workers);
@@ -190,6 +198,8 @@ impl RuntimeBuilder {
             drivers,
             listener,
             topics,
+            #[cfg(feature = "prometheus")]
+            metrics,
             shared,
         })
     }
@@ -201,6 +211,9 @@ pub struct RuntimeHandle {
     drivers: JoinSet<()>,
     listener: tokio::task::JoinHandle<()>,
     topics: Vec<&'static str>,
+    /// The endpoint of `Config::metrics_addr`, stopped after the drivers at shutdown.
+    #[cfg(feature = "prometheus")]
+    metrics: Option<crate::prometheus::MetricsServer>,
     shared: Arc<Shared>,
 }
 
@@ -228,6 +241,10 @@ impl RuntimeHandle {
             }
         }
         let _ = (&mut self.listener).await;
+        #[cfg(feature = "prometheus")]
+        if let Some(metrics) = self.metrics.take() {
+            metrics.shutdown().await;
+        }
         tracing::info!(topics = ?self.topics, "rmq runtime stopped");
         Ok(())
     }

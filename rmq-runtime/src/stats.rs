@@ -181,6 +181,37 @@ fn per_minute(fields: &BTreeMap<String, i64>, now_minute: u64) -> Vec<MinuteCoun
 }
 
 impl TopicStats {
+    /// The counters the scripts keep, in the order tools show them.
+    pub const COUNTERS: [&'static str; 12] = [
+        "produced",
+        "delivered",
+        "completed",
+        "failed",
+        "retried",
+        "dead",
+        "expired",
+        "dropped",
+        "lost",
+        "dead_evicted",
+        "replayed",
+        "purged",
+    ];
+
+    /// Every counter as `(name, value)`: [`TopicStats::COUNTERS`] first (zero when never
+    /// incremented), then any other the hash holds, so tools list them all in one order.
+    pub fn all_counters(&self) -> impl Iterator<Item = (&str, i64)> + '_ {
+        let others = self
+            .counters
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !Self::COUNTERS.contains(name));
+        Self::COUNTERS
+            .iter()
+            .copied()
+            .chain(others)
+            .map(|name| (name, self.counter(name)))
+    }
+
     /// Ready messages of one priority.
     pub fn pending(&self, priority: Priority) -> u64 {
         self.pending[priority.index()]
@@ -223,7 +254,18 @@ impl Client {
         pipe.cmd("HGETALL").arg(&k.metrics);
         pipe.cmd("TIME");
         type Fields = BTreeMap<String, i64>;
-        type Reply = (u64, u64, u64, u64, u64, u64, Fields, bool, Fields, (u64, u64));
+        type Reply = (
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            Fields,
+            bool,
+            Fields,
+            (u64, u64),
+        );
         let (p0, p1, p2, delayed, in_flight, dead, counters, paused, metrics, (secs, _)): Reply =
             pipe.query_async(&mut self.connection())
                 .await
@@ -429,7 +471,10 @@ mod tests {
         fields.insert("c0".to_string(), 99);
         let ring = per_minute(&fields, 1050);
         assert_eq!(ring.len(), 60);
-        assert_eq!(ring.last().unwrap().minute, UNIX_EPOCH + Duration::from_secs(1050 * 60));
+        assert_eq!(
+            ring.last().unwrap().minute,
+            UNIX_EPOCH + Duration::from_secs(1050 * 60)
+        );
         let busy: Vec<_> = ring.iter().filter(|m| m.completed + m.failed > 0).collect();
         assert_eq!(busy.len(), 1);
         assert_eq!((busy[0].completed, busy[0].failed), (7, 2));

@@ -57,9 +57,16 @@ async fn raw_json_reaches_the_typed_handler_with_its_options() {
     assert_eq!((stats.pending(Priority::High), stats.delayed), (1, 1));
 
     let runtime = spawn_runtime(c, &[Order::NAME], 2).await;
-    wait_for("both raw messages handled", || SEEN.load(Ordering::SeqCst) == 2).await;
+    wait_for("both raw messages handled", || {
+        SEEN.load(Ordering::SeqCst) == 2
+    })
+    .await;
     shutdown(runtime).await;
-    assert_eq!(WITH_HEADER.load(Ordering::SeqCst), 1, "the header travelled");
+    assert_eq!(
+        WITH_HEADER.load(Ordering::SeqCst),
+        1,
+        "the header travelled"
+    );
     env.assert_eventually_clean().await;
 }
 
@@ -108,8 +115,14 @@ async fn producer_stats_count_sent_duplicates_failures_and_latency() {
         .unwrap();
     }
     let ok = c.producer_stats();
-    assert_eq!((ok.sent, ok.duplicates, ok.failed, ok.requests), (11, 1, 0, 3));
-    assert!(ok.max_latency >= ok.avg_latency && ok.avg_latency > Duration::ZERO, "{ok:?}");
+    assert_eq!(
+        (ok.sent, ok.duplicates, ok.failed, ok.requests),
+        (11, 1, 0, 3)
+    );
+    assert!(
+        ok.max_latency >= ok.avg_latency && ok.avg_latency > Duration::ZERO,
+        "{ok:?}"
+    );
     assert!(ok.rate > 0.0);
 
     server.kill();

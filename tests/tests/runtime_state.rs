@@ -36,7 +36,10 @@ async fn health_reports_running_and_busy_workers() {
 
     c.produce_batch((0..2).map(|n| Slow { n })).await.unwrap();
     let runtime = spawn_runtime(c, &[Slow::NAME], 3).await;
-    wait_for("both handlers running", || STARTED.load(Ordering::SeqCst) == 2).await;
+    wait_for("both handlers running", || {
+        STARTED.load(Ordering::SeqCst) == 2
+    })
+    .await;
 
     let state = c.health().await.unwrap().runtime.expect("a runtime runs");
     assert!(state.running);
@@ -53,5 +56,9 @@ async fn health_reports_running_and_busy_workers() {
 
     GATE.add_permits(1);
     within("shutdown", Duration::from_secs(10), shutdown(runtime)).await;
-    assert_eq!(rmq_runtime::runtime_state(), None, "a stopped runtime is not reported");
+    assert_eq!(
+        rmq_runtime::runtime_state(),
+        None,
+        "a stopped runtime is not reported"
+    );
 }

@@ -93,14 +93,28 @@ async fn handler_times_and_the_current_minute_are_recorded() {
     let env = TestEnv::start("stats_timed").await;
     let c = &env.client;
     let empty = c.stats::<Timed>().await.unwrap();
-    assert_eq!((empty.handler_time.count, empty.handler_time.p50()), (0, None));
+    assert_eq!(
+        (empty.handler_time.count, empty.handler_time.p50()),
+        (0, None)
+    );
     assert_eq!(empty.per_minute.len(), 60);
     assert!(empty.per_minute.iter().all(|m| m.completed + m.failed == 0));
 
     // 18 fast (no sleep) and 2 slow (300 ms) attempts, one of them failing
-    let mut jobs: Vec<Timed> = (0..18).map(|_| Timed { sleep_ms: 0, fail: false }).collect();
-    jobs.push(Timed { sleep_ms: 300, fail: false });
-    jobs.push(Timed { sleep_ms: 300, fail: true });
+    let mut jobs: Vec<Timed> = (0..18)
+        .map(|_| Timed {
+            sleep_ms: 0,
+            fail: false,
+        })
+        .collect();
+    jobs.push(Timed {
+        sleep_ms: 300,
+        fail: false,
+    });
+    jobs.push(Timed {
+        sleep_ms: 300,
+        fail: true,
+    });
     c.produce_batch(jobs).await.unwrap();
     let runtime = spawn_runtime(c, &[Timed::NAME], 4).await;
     env.wait_for_dead_letters::<Timed>(1).await;
@@ -114,8 +128,14 @@ async fn handler_times_and_the_current_minute_are_recorded() {
 
     let t = &s.handler_time;
     assert_eq!(t.buckets.last(), Some(&(Duration::MAX, 20)));
-    assert!(t.buckets.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative: {t:?}");
-    assert!(t.sum >= Duration::from_millis(600), "two 300 ms attempts: {t:?}");
+    assert!(
+        t.buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "cumulative: {t:?}"
+    );
+    assert!(
+        t.sum >= Duration::from_millis(600),
+        "two 300 ms attempts: {t:?}"
+    );
     assert!(t.p50().unwrap() < Duration::from_millis(50), "{t:?}");
     let p99 = t.p99().unwrap();
     assert!(
@@ -126,12 +146,25 @@ async fn handler_times_and_the_current_minute_are_recorded() {
 
     // all in this minute, or split over two if the test crossed a minute boundary
     let recent: Vec<_> = s.per_minute[58..].to_vec();
-    assert_eq!(recent.iter().map(|m| m.completed).sum::<u64>(), 19, "{recent:?}");
-    assert_eq!(recent.iter().map(|m| m.failed).sum::<u64>(), 1, "{recent:?}");
-    assert!(s.per_minute[..58].iter().all(|m| m.completed + m.failed == 0));
+    assert_eq!(
+        recent.iter().map(|m| m.completed).sum::<u64>(),
+        19,
+        "{recent:?}"
+    );
+    assert_eq!(
+        recent.iter().map(|m| m.failed).sum::<u64>(),
+        1,
+        "{recent:?}"
+    );
+    assert!(s.per_minute[..58]
+        .iter()
+        .all(|m| m.completed + m.failed == 0));
     let last = s.per_minute.last().unwrap().minute;
     let age = std::time::SystemTime::now().duration_since(last).unwrap();
-    assert!(age < Duration::from_secs(61), "the last entry is the current minute");
+    assert!(
+        age < Duration::from_secs(61),
+        "the last entry is the current minute"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
