@@ -163,7 +163,7 @@ OPTIONS:
   --redis-url URL     use this Redis instead of starting a private redis-server
                       (keys go under a unique prefix and are deleted afterwards)
   --workers N         handlers at once = max_workers (default 10)
-  --batch N           task_queue_size: most messages leased per round trip
+  --batch N           task_queue_size: most messages leased ahead of free workers
                       (default: = --workers)
   -n, --messages N    messages for produce-serial, produce-batch and drain
                       (default 20000 / 200000 / both 20000 and 100000)
@@ -291,7 +291,8 @@ impl Opts {
     }
 
     fn task_queue_size(&self) -> usize {
-        self.batch.unwrap_or(self.workers)
+        self.batch
+            .unwrap_or_else(|| rmq_runtime::Config::default().task_queue_size)
     }
 }
 

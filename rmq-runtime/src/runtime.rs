@@ -177,7 +177,7 @@ impl RuntimeBuilder {
                 .unwrap_or_else(|| registration.concurrency.map_or(max_workers, |n| n as usize));
             drivers.spawn(
                 Driver {
-                    queue,
+                    queue: Arc::new(queue),
                     registration,
                     limit,
                     batch: config.task_queue_size,

@@ -14,9 +14,8 @@ pub struct RuntimeState {
     pub max_workers: usize,
     /// Handlers running now.
     pub busy: usize,
-    /// Messages fetched but not yet started. Always 0: rmq leases a message only when a
-    /// worker is free to start it, so nothing waits in a local buffer (where a crash
-    /// would strand it until its lease lapsed).
+    /// Messages leased ahead of free workers and not started yet (the prefetch buffer,
+    /// at most `task_queue_size` per topic; see `worker.rs`).
     pub buffered: usize,
 }
 
@@ -26,6 +25,7 @@ pub(crate) struct Shared {
     topics: Vec<&'static str>,
     max_workers: usize,
     busy: AtomicUsize,
+    buffered: AtomicUsize,
     stopping: AtomicBool,
 }
 
@@ -38,6 +38,7 @@ impl Shared {
             topics,
             max_workers,
             busy: AtomicUsize::new(0),
+            buffered: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
         });
         let mut all = RUNTIMES.lock().unwrap_or_else(|e| e.into_inner());
@@ -52,6 +53,15 @@ impl Shared {
         BusyGuard(self.clone())
     }
 
+    /// A driver's buffer went from `before` to `after` messages.
+    pub(crate) fn buffered_changed(&self, before: usize, after: usize) {
+        if after > before {
+            self.buffered.fetch_add(after - before, Relaxed);
+        } else {
+            self.buffered.fetch_sub(before - after, Relaxed);
+        }
+    }
+
     pub(crate) fn stopping(&self) {
         self.stopping.store(true, Relaxed);
     }
@@ -62,7 +72,7 @@ impl Shared {
             topics: self.topics.iter().map(|t| t.to_string()).collect(),
             max_workers: self.max_workers,
             busy: self.busy.load(Relaxed),
-            buffered: 0,
+            buffered: self.buffered.load(Relaxed),
         }
     }
 }
@@ -87,6 +97,7 @@ pub fn runtime_state() -> Option<RuntimeState> {
             total.topics.extend(one.topics);
             total.max_workers += one.max_workers;
             total.busy += one.busy;
+            total.buffered += one.buffered;
             total
         })
         .map(|mut total| {

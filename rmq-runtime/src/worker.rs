@@ -1,23 +1,35 @@
-//! The worker pool: one driver task per topic leases messages only when a worker is free,
-//! runs each handler in its own tokio task under the topic's time limit, renews the leases
-//! of running handlers, and settles results in batches, together with the next fetch, in
-//! one round trip.
+//! The worker pool: one driver task per topic keeps one round trip to Redis in flight
+//! (settle finished attempts + lease more, `fetcher.rs`) while it starts handlers, each in
+//! its own tokio task under the topic's time limit; it renews the leases it holds.
 //!
 //! Concurrency is bounded twice: a runtime-wide semaphore of `max_workers` permits, shared
 //! by every topic, and each topic's own `concurrency`. Tokio's semaphore is fair (FIFO), so
 //! a busy topic cannot starve another: a topic waiting for a worker gets the next one freed.
+//!
+//! **Prefetch.** Besides a message for every free worker, a driver leases a few more ahead
+//! (a local buffer of at most `task_queue_size`), so workers that finish while a round trip
+//! is on its way find the next message at hand instead of waiting for Redis. The buffer
+//! adapts: its target is twice the number of attempts that finished during the last round
+//! trip. Fast handlers get a deep buffer (the round trip is then amortised over many
+//! messages); handlers that take longer than a round trip get none, so a slow consumer never
+//! sits on messages another consumer could run. Buffered messages are leased like running
+//! ones: renewed, put back at the front (attempt not counted) at shutdown, and reclaimed by
+//! any consumer if this process dies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmq_core::duration::format_duration;
-use rmq_core::{HandlerError, HandlerOutcome, HandlerRegistration, MessageId};
+use rmq_core::{Delivery, HandlerError, HandlerOutcome, HandlerRegistration, MessageId};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::fetcher::{Lease, Settlement, TopicQueue, MAX_IDS_PER_CALL};
+use crate::error::Error;
+use crate::fetcher::{Lease, RoundTrip, Settlement, TopicQueue, MAX_IDS_PER_CALL};
 use crate::state::Shared;
 
 /// Longest pause after a failed round trip (Redis down); doubles from 50 ms. The wake
@@ -31,11 +43,11 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 const QUICK_RETRY: Duration = Duration::from_millis(20);
 
 pub(crate) struct Driver {
-    pub(crate) queue: TopicQueue,
+    pub(crate) queue: Arc<TopicQueue>,
     pub(crate) registration: &'static HandlerRegistration,
     /// This topic's concurrency.
     pub(crate) limit: usize,
-    /// Most messages leased per round trip (`task_queue_size`).
+    /// Most messages leased ahead of free workers (`task_queue_size`).
     pub(crate) batch: usize,
     /// Runtime-wide worker permits (`max_workers`).
     pub(crate) workers: Arc<Semaphore>,
@@ -48,21 +60,64 @@ pub(crate) struct Driver {
     pub(crate) shutdown_timeout: Duration,
 }
 
-/// The driver's mutable state between round trips.
+/// A round trip on its way: what it settles (kept to send again if it fails) and how many
+/// messages it asked for.
+type Trip =
+    Pin<Box<dyn Future<Output = (Result<RoundTrip, Error>, Vec<Settlement>, usize)> + Send>>;
+
+/// The driver's mutable state.
 struct State {
     handlers: JoinSet<()>,
     /// Leases held by running handlers.
     running: HashMap<MessageId, Lease>,
-    /// Finished attempts not yet written to Redis.
+    /// Leased, not started yet (oldest first).
+    buffered: VecDeque<(Delivery, Lease)>,
+    /// Finished attempts not yet sent to Redis.
     settled: Vec<Settlement>,
-    /// Worker permits reserved for the next fetch.
-    permits: Vec<OwnedSemaphorePermit>,
+    /// The round trip in flight, if any.
+    trip: Option<Trip>,
+    /// Messages to lease ahead of free workers (adapts; see the module docs).
+    prefetch: usize,
+    /// Attempts that finished while the current round trip was in flight.
+    finished_in_flight: usize,
     /// Whether the topic may have ready messages (last fetch was full, or a wake-up came).
     want_fetch: bool,
+    /// A wake-up came while the round trip was in flight: its fetch may have run before
+    /// the new message arrived, so fetch again whatever it returns.
+    woken_in_flight: bool,
     /// Earliest delayed message or lease deadline, as last reported by fetch.lua.
     next_event: Option<Instant>,
     next_renewal: Instant,
+    /// No round trip before this (backing off after a failure).
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    quick_retry_done: bool,
     stop_deadline: Option<Instant>,
+}
+
+impl State {
+    fn finished(&mut self, settlement: Settlement) {
+        if self.trip.is_some() {
+            self.finished_in_flight += 1;
+        }
+        self.running.remove(&settlement.id);
+        self.settled.push(settlement);
+    }
+
+    /// Every lease this driver holds: running and buffered.
+    fn leases(&self) -> Vec<Lease> {
+        let running = self.running.values().cloned();
+        running
+            .chain(self.buffered.iter().map(|(_, lease)| lease.clone()))
+            .collect()
+    }
+
+    fn idle(&self) -> bool {
+        self.handlers.is_empty()
+            && self.settled.is_empty()
+            && self.trip.is_none()
+            && self.buffered.is_empty()
+    }
 }
 
 impl Driver {
@@ -73,28 +128,31 @@ impl Driver {
         let mut st = State {
             handlers: JoinSet::new(),
             running: HashMap::new(),
+            buffered: VecDeque::new(),
             settled: Vec::new(),
-            permits: Vec::new(),
+            trip: None,
+            prefetch: 0,
+            finished_in_flight: 0,
             want_fetch: true,
+            woken_in_flight: false,
             next_event: None,
             next_renewal: Instant::now() + renew_every,
+            retry_at: None,
+            backoff: Duration::from_millis(50),
+            quick_retry_done: false,
             stop_deadline: None,
         };
-        let mut backoff = Duration::from_millis(50);
-        let mut quick_retry_done = false;
         let mut handle_dropped = false;
+        let mut reported_buffer = 0;
 
         loop {
+            self.shared
+                .buffered_changed(reported_buffer, st.buffered.len());
+            reported_buffer = st.buffered.len();
             while let Ok(s) = done_rx.try_recv() {
                 st.finished(s);
             }
             while st.handlers.try_join_next().is_some() {}
-            // Renew here, at the top of every loop, not only when idle: a busy loop of round
-            // trips must not starve the renewal of long handlers running beside short ones.
-            if !st.running.is_empty() && Instant::now() >= st.next_renewal {
-                self.renew(&st.running).await;
-                st.next_renewal = Instant::now() + renew_every;
-            }
             if st.stop_deadline.is_none() && (handle_dropped || *self.stop.borrow()) {
                 st.stop_deadline = Some(Instant::now() + self.shutdown_timeout);
                 tracing::info!(
@@ -102,111 +160,188 @@ impl Driver {
                     running = st.handlers.len(),
                     "stopping: no new fetches; waiting for running handlers"
                 );
+                self.release_buffer(&mut st).await;
             }
             let stopping = st.stop_deadline.is_some();
-            if stopping && st.handlers.is_empty() && st.settled.is_empty() {
+            if stopping && st.idle() {
                 break;
             }
-
-            // Reserve free workers for a fetch; never lease more than can start now.
-            let mut want = 0;
-            if st.want_fetch && !stopping {
-                let room = self
-                    .limit
-                    .saturating_sub(st.handlers.len())
-                    .min(self.batch)
-                    .min(MAX_IDS_PER_CALL);
-                while st.permits.len() < room {
-                    match self.workers.clone().try_acquire_owned() {
-                        Ok(permit) => st.permits.push(permit),
-                        Err(_) => break,
-                    }
+            // Renew at the top of every loop, not only when idle: a busy loop must not
+            // starve the renewal of long handlers running beside short ones.
+            if Instant::now() >= st.next_renewal {
+                if !st.running.is_empty() || !st.buffered.is_empty() {
+                    self.renew(&mut st).await;
                 }
-                st.permits.truncate(room);
-                want = st.permits.len();
+                st.next_renewal = Instant::now() + renew_every;
             }
-
-            if !st.settled.is_empty() || want > 0 {
-                match self.queue.round_trip(&st.settled, want).await {
-                    Ok(trip) => {
-                        backoff = Duration::from_millis(50);
-                        quick_retry_done = false;
-                        st.settled.clear();
-                        if want > 0 {
-                            st.want_fetch = trip.deliveries.len() + trip.unreadable.len() >= want;
-                            st.next_event = trip.next_event;
-                        }
-                        st.settled.extend(trip.unreadable);
-                        for (delivery, attempt) in trip.deliveries {
-                            let Some(permit) = st.permits.pop() else {
-                                break;
-                            };
-                            self.start_handler(&mut st, &done_tx, delivery, attempt, permit);
-                        }
-                        st.permits.clear();
+            // Start buffered messages on every free worker.
+            while !stopping && !st.buffered.is_empty() && st.handlers.len() < self.limit {
+                match self.workers.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let (delivery, lease) = st.buffered.pop_front().expect("not empty");
+                        self.start_handler(&mut st, &done_tx, delivery, lease, permit);
                     }
-                    Err(e) => {
-                        st.permits.clear();
-                        st.want_fetch = true;
-                        tracing::warn!(topic, error = %e, retry_in = ?backoff, "round trip to Redis failed; finished work is kept and sent again");
-                        if st.stop_deadline.is_some_and(|d| Instant::now() >= d) {
-                            tracing::warn!(topic, unsettled = st.settled.len(), "shutdown budget spent with Redis unreachable; leases will return these messages");
-                            break;
-                        }
-                        if !quick_retry_done {
-                            quick_retry_done = true;
-                            tokio::time::sleep(QUICK_RETRY).await;
-                            continue;
-                        }
-                        quick_retry_done = false;
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = self.wake.notified() => {}
-                        }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
+                    Err(_) => break,
                 }
-                continue;
+            }
+            if st.trip.is_none() && st.retry_at.is_none_or(|at| Instant::now() >= at) {
+                self.launch_trip(&mut st, stopping);
             }
 
             let wake_at = match st.stop_deadline {
                 Some(deadline) => deadline,
                 None => {
                     let poll = Instant::now() + self.poll_interval;
-                    st.next_event.map_or(poll, |at| at.min(poll))
+                    let next = st.next_event.map_or(poll, |at| at.min(poll));
+                    st.retry_at.map_or(next, |at| at.min(next))
                 }
             };
-            let can_start = st.want_fetch && !stopping && st.handlers.len() < self.limit;
+            let can_start = !stopping && !st.buffered.is_empty() && st.handlers.len() < self.limit;
+            let holds_leases = !st.running.is_empty() || !st.buffered.is_empty();
+            let next_renewal = st.next_renewal;
+            let timer_on = st.trip.is_none() || stopping;
+            let trip = &mut st.trip;
             tokio::select! {
+                biased;
+                Some(result) = async { Some(trip.as_mut()?.await) }, if trip.is_some() => {
+                    st.trip = None;
+                    self.trip_done(&mut st, result).await;
+                }
                 Some(s) = done_rx.recv() => st.finished(s),
-                _ = self.wake.notified(), if !stopping => st.want_fetch = true,
-                changed = self.stop.changed(), if !stopping => handle_dropped = changed.is_err(),
                 permit = self.workers.clone().acquire_owned(), if can_start => {
                     if let Ok(permit) = permit {
-                        st.permits.push(permit);
+                        let (delivery, lease) = st.buffered.pop_front().expect("can_start");
+                        self.start_handler(&mut st, &done_tx, delivery, lease, permit);
                     }
                 }
+                _ = self.wake.notified(), if !stopping => {
+                    st.want_fetch = true;
+                    st.woken_in_flight = st.trip.is_some();
+                    // the listener also wakes every topic when it reconnects: Redis is
+                    // back, so a backoff ends early
+                    st.retry_at = None;
+                }
+                changed = self.stop.changed(), if !stopping => handle_dropped = changed.is_err(),
                 // renewal itself happens at the top of the loop
-                _ = tokio::time::sleep_until(st.next_renewal.into()), if !st.running.is_empty() => {}
-                _ = tokio::time::sleep_until(wake_at.into()) => {
-                    if stopping {
+                _ = tokio::time::sleep_until(next_renewal.into()), if holds_leases => {}
+                _ = tokio::time::sleep_until(wake_at.into()), if timer_on => {
+                    if stopping && Instant::now() >= wake_at {
                         self.cancel_and_release(&mut st, &mut done_rx).await;
                         break;
                     }
-                    st.want_fetch = true;
+                    if st.retry_at.is_some_and(|at| Instant::now() >= at) {
+                        st.retry_at = None;
+                    } else {
+                        st.want_fetch = true;
+                        // the event is consumed; the next fetch reports the next one
+                        st.next_event = None;
+                    }
                 }
             }
         }
+        self.shared.buffered_changed(reported_buffer, 0);
         tracing::debug!(topic, "driver stopped");
     }
 
-    /// Renews the leases of every running handler in one round trip.
-    async fn renew(&self, running: &HashMap<MessageId, Lease>) {
-        let leases: Vec<Lease> = running.values().cloned().collect();
-        match self.queue.renew(&leases).await {
+    /// Sends what finished and, unless stopping, asks for messages for the free workers
+    /// and the prefetch buffer. Nothing to send and nothing wanted: no round trip.
+    fn launch_trip(&self, st: &mut State, stopping: bool) {
+        let mut want = 0;
+        if st.want_fetch && !stopping {
+            let free = self.limit.saturating_sub(st.handlers.len());
+            want = (free + st.prefetch)
+                .saturating_sub(st.buffered.len())
+                .min(MAX_IDS_PER_CALL);
+        }
+        if st.settled.is_empty() && want == 0 {
+            return;
+        }
+        // the buffer's next target: twice what finished during the last round trip
+        st.prefetch = (st.finished_in_flight * 2).min(self.batch);
+        st.finished_in_flight = 0;
+        let settled = std::mem::take(&mut st.settled);
+        let queue = self.queue.clone();
+        st.trip = Some(Box::pin(async move {
+            let result = queue.round_trip(&settled, want).await;
+            (result, settled, want)
+        }));
+    }
+
+    async fn trip_done(
+        &self,
+        st: &mut State,
+        (result, sent, want): (Result<RoundTrip, Error>, Vec<Settlement>, usize),
+    ) {
+        let topic = self.queue.topic;
+        match result {
+            Ok(trip) => {
+                st.backoff = Duration::from_millis(50);
+                st.quick_retry_done = false;
+                st.retry_at = None;
+                if want > 0 {
+                    let full = trip.deliveries.len() + trip.unreadable.len() >= want;
+                    st.want_fetch = full || st.woken_in_flight;
+                    st.next_event = trip.next_event;
+                }
+                st.woken_in_flight = false;
+                st.settled.extend(trip.unreadable);
+                st.buffered.extend(trip.deliveries);
+                if st.stop_deadline.is_some() {
+                    // leased while the stop was on its way: put back at once
+                    self.release_buffer(st).await;
+                }
+            }
+            Err(e) => {
+                // finished work is kept and sent again; a repeat that Redis already applied
+                // is reported stale and changes nothing (lease tokens)
+                let mut sent = sent;
+                sent.append(&mut st.settled);
+                st.settled = sent;
+                st.want_fetch = true;
+                let retry_in = if st.quick_retry_done {
+                    QUICK_RETRY.max(st.backoff)
+                } else {
+                    QUICK_RETRY
+                };
+                tracing::warn!(topic, error = %e, ?retry_in, "round trip to Redis failed; finished work is kept and sent again");
+                if st.quick_retry_done {
+                    st.backoff = (st.backoff * 2).min(MAX_BACKOFF);
+                }
+                st.quick_retry_done = !st.quick_retry_done;
+                st.retry_at = Some(Instant::now() + retry_in);
+                if st.stop_deadline.is_some_and(|d| Instant::now() >= d) {
+                    tracing::warn!(topic, unsettled = st.settled.len(), "shutdown budget spent with Redis unreachable; leases will return these messages");
+                    st.settled.clear();
+                }
+            }
+        }
+    }
+
+    /// Puts buffered (not started) messages back at the front of their level, attempt not
+    /// counted. If Redis cannot be reached their leases return them.
+    async fn release_buffer(&self, st: &mut State) {
+        if st.buffered.is_empty() {
+            return;
+        }
+        let leases: Vec<Lease> = st.buffered.drain(..).map(|(_, lease)| lease).collect();
+        if let Err(e) = self.queue.release(&leases).await {
+            tracing::warn!(topic = self.queue.topic, error = %e, buffered = leases.len(), "could not put buffered messages back; their leases will return them");
+        }
+    }
+
+    /// Renews every lease this driver holds in one round trip; a buffered message whose
+    /// lease was lost is not started.
+    async fn renew(&self, st: &mut State) {
+        match self.queue.renew(&st.leases()).await {
             Ok(lost) => {
                 for id in lost {
-                    tracing::warn!(topic = self.queue.topic, %id, "lease lost (it lapsed before renewal); this delivery's result will be ignored");
+                    let before = st.buffered.len();
+                    st.buffered.retain(|(_, lease)| lease.id.as_str() != id);
+                    if st.buffered.len() < before {
+                        tracing::warn!(topic = self.queue.topic, %id, "lease of a buffered message lost before it started; it is not run here");
+                    } else {
+                        tracing::warn!(topic = self.queue.topic, %id, "lease lost (it lapsed before renewal); this delivery's result will be ignored");
+                    }
                 }
             }
             Err(e) => {
@@ -233,13 +368,22 @@ impl Driver {
         while let Ok(s) = done_rx.try_recv() {
             st.finished(s);
         }
+        if let Some(trip) = st.trip.take() {
+            // its reply may carry leases; they are put back below like the rest
+            let (result, sent, _) = trip.await;
+            match result {
+                Ok(trip) => st.buffered.extend(trip.deliveries),
+                Err(_) => st.settled.extend(sent),
+            }
+        }
         if !st.settled.is_empty() {
             if let Err(e) = self.queue.round_trip(&st.settled, 0).await {
                 tracing::warn!(topic, error = %e, "could not settle the last results; leases will return those messages");
             }
         }
-        if !st.running.is_empty() {
-            let leases: Vec<Lease> = st.running.drain().map(|(_, lease)| lease).collect();
+        let mut leases: Vec<Lease> = st.running.drain().map(|(_, lease)| lease).collect();
+        leases.extend(st.buffered.drain(..).map(|(_, lease)| lease));
+        if !leases.is_empty() {
             match self.queue.release(&leases).await {
                 Ok(n) => tracing::info!(
                     topic,
@@ -257,13 +401,10 @@ impl Driver {
         &self,
         st: &mut State,
         done: &mpsc::UnboundedSender<Settlement>,
-        delivery: rmq_core::Delivery,
+        delivery: Delivery,
         lease: Lease,
         permit: OwnedSemaphorePermit,
     ) {
-        if st.running.is_empty() {
-            st.next_renewal = Instant::now() + self.queue.policy.lease / 3;
-        }
         let invoke = self.registration.invoke;
         let timeout = self.queue.policy.timeout;
         let done = done.clone();
@@ -297,12 +438,5 @@ impl Driver {
             }
             .instrument(span),
         );
-    }
-}
-
-impl State {
-    fn finished(&mut self, settlement: Settlement) {
-        self.running.remove(&settlement.id);
-        self.settled.push(settlement);
     }
 }

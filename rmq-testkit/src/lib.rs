@@ -838,8 +838,9 @@ mod tests {
             "redis-server {pid} outlived its test process"
         );
         assert!(!redis_answers(addr));
-        // the killed helper could not clean up; the next process that starts a server does
-        assert!(Path::new(dir).exists());
+        // the killed helper could not clean up its directory; the next process that starts a
+        // server does (possibly a test running beside this one, already), so do not assert
+        // that it is still there
         let _ = fs::remove_dir_all(dir);
     }
 
