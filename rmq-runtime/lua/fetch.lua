@@ -32,6 +32,7 @@
 --    renew.lua and release.lua check. A paused topic leases nothing (steps 1 and 2 still
 --    run, so nothing stalls), and producers are not affected.
 -- Returns: { now, next_due (earliest delayed, -1), next_deadline (earliest lease, -1),
+--            expired (not delivered: TTL passed), lost (lapsed leases reclaimed),
 --            id1, attempt1, token1, envelope1, id2, ... }
 
 local k = {
@@ -49,6 +50,7 @@ if redis.call('EXISTS', KEYS[12]) == 1 then want = 0 end
 -- 1. reclaim lapsed leases; pushed to the front latest-deadline first, so the earliest
 --    ends up next in line
 local lapsed = redis.call('ZRANGEBYSCORE', k.inflight, '-inf', now, 'LIMIT', 0, 1000)
+local lost = 0
 for i = #lapsed, 1, -1 do
   local id = lapsed[i]
   unlease(k, id)
@@ -59,6 +61,7 @@ for i = #lapsed, 1, -1 do
     record_failure(k, id, now, exhausted and 'consumer lost' or '',
       'consumer lost: lease expired during attempt ' .. attempts)
     redis.call('HINCRBY', k.stats, 'lost', 1)
+    lost = lost + 1
     if exhausted then
       dead_letter(k, id, now)
     else
@@ -78,7 +81,7 @@ for _, id in ipairs(due) do
 end
 
 -- 3. lease up to N ready messages (a constant number of calls per popped batch)
-local reply = { now, -1, -1 }
+local reply = { now, -1, -1, 0, lost }
 local leased = 0
 local expired = 0
 for level = 0, 2 do
@@ -131,6 +134,7 @@ for level = 0, 2 do
   end
 end
 if expired > 0 then redis.call('HINCRBY', k.stats, 'expired', expired) end
+reply[4] = expired
 
 local first_due = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
 if first_due[2] then reply[2] = tonumber(first_due[2]) end

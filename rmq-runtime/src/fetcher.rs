@@ -356,9 +356,25 @@ impl TopicQueue {
             .min()
             // +1 ms: the scripts compare whole milliseconds; never wake before the due time
             .map(|t| sent_at + Duration::from_millis((t - now).max(0) as u64 + 1));
-        let mut deliveries = Vec::with_capacity(items.len().saturating_sub(3) / 4);
+        let mut deliveries = Vec::with_capacity(items.len().saturating_sub(5) / 4);
         let mut unreadable = Vec::new();
-        for chunk in items[3.min(items.len())..].chunks(4) {
+        let count = |i: usize| items.get(i).and_then(int).unwrap_or(0);
+        let (expired, lost) = (count(3), count(4));
+        if expired > 0 {
+            tracing::info!(
+                topic = self.topic,
+                expired,
+                "messages expired before delivery (their TTL passed); counted as expired"
+            );
+        }
+        if lost > 0 {
+            tracing::warn!(
+                topic = self.topic,
+                lost,
+                "leases lapsed (a consumer died or stalled); messages reclaimed: retried, or dead-lettered as \"consumer lost\" when out of attempts"
+            );
+        }
+        for chunk in items[5.min(items.len())..].chunks(4) {
             let [Value::BulkString(id), Value::Int(attempt), Value::Int(token), Value::BulkString(stored)] =
                 chunk
             else {

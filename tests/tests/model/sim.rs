@@ -268,6 +268,7 @@ impl Model {
             })
             .collect();
         lapsed.sort();
+        let lost = lapsed.len() as i64;
         for (_, id) in lapsed.into_iter().rev() {
             let max = self.p.max_attempts;
             let m = self.msgs.get_mut(&id).unwrap();
@@ -306,7 +307,13 @@ impl Model {
         }
         // 3. lease up to `want`, high before normal before low, FIFO within a level;
         //    expired ones are never delivered.
-        let mut reply = vec![R::Int(now as i64), R::Int(-1), R::Int(-1)];
+        let mut reply = vec![
+            R::Int(now as i64),
+            R::Int(-1),
+            R::Int(-1),
+            R::Int(0),
+            R::Int(lost),
+        ];
         let mut leases = Vec::new();
         let mut expired = 0;
         for level in 0..3 {
@@ -345,6 +352,7 @@ impl Model {
             }
         }
         self.count("expired", expired);
+        reply[3] = R::Int(expired);
         if let Some(due) = self.next_due() {
             reply[1] = R::Int(due as i64);
         }
