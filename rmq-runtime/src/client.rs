@@ -33,7 +33,7 @@ struct Inner {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("redis_url", &redact(&self.inner.config.redis_url))
+            .field("redis_url", &self.display_url())
             .field("queue_prefix", &self.inner.config.queue_prefix)
             .finish()
     }
@@ -138,7 +138,7 @@ impl Client {
     pub(crate) fn error(&self, e: redis::RedisError) -> Error {
         if crate::error::is_transient(&e) {
             Error::Disconnected {
-                url: redact(&self.inner.config.redis_url),
+                url: self.display_url(),
                 source: e,
             }
         } else {

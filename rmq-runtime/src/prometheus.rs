@@ -46,6 +46,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::client::Client;
 use crate::error::Error;
+use crate::state::RuntimeState;
 use crate::stats::{ProducerStats, TopicStats};
 
 /// `Content-Type` of [`render`]'s text.
@@ -110,7 +111,7 @@ pub async fn render(client: &Client, topics: &[&str]) -> String {
         &mut out,
         stats.as_deref(),
         &client.producer_stats(),
-        Workers::now(),
+        crate::runtime_state().as_ref(),
     );
     out
 }
@@ -380,29 +381,12 @@ fn log_scrape_failure(error: &dyn Display) {
     }
 }
 
-/// The workers of this process's runtimes (see [`crate::runtime_state`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Workers {
-    busy: usize,
-    max: usize,
-}
-
-impl Workers {
-    /// `None` when no runtime runs in this process.
-    fn now() -> Option<Workers> {
-        crate::runtime_state().map(|s| Workers {
-            busy: s.busy,
-            max: s.max_workers,
-        })
-    }
-}
-
 /// The whole text of a scrape. `topics` is `None` when Redis could not be read.
 fn write_metrics(
     out: &mut String,
     topics: Option<&[TopicStats]>,
     producer: &ProducerStats,
-    workers: Option<Workers>,
+    runtime: Option<&RuntimeState>,
 ) {
     let mut m = Metrics { out };
     m.family(
@@ -509,19 +493,25 @@ fn write_metrics(
         seconds(producer.max_latency),
     );
 
-    if let Some(Workers { busy, max }) = workers {
+    if let Some(runtime) = runtime {
         m.family(
             "rmq_workers_busy",
             "gauge",
             "Handlers running now in this process's runtime.",
         );
-        m.sample("rmq_workers_busy", &[], busy);
+        m.sample("rmq_workers_busy", &[], runtime.busy);
         m.family(
             "rmq_workers_max",
             "gauge",
             "Most handlers this process's runtime runs at once (max_workers).",
         );
-        m.sample("rmq_workers_max", &[], max);
+        m.sample("rmq_workers_max", &[], runtime.max_workers);
+        m.family(
+            "rmq_buffered_messages",
+            "gauge",
+            "Messages this process's runtime leased ahead of free workers and has not started yet (prefetch).",
+        );
+        m.sample("rmq_buffered_messages", &[], runtime.buffered);
     }
 }
 
@@ -635,7 +625,7 @@ mod tests {
         }
     }
 
-    fn text(topics: Option<&[TopicStats]>, workers: Option<Workers>) -> String {
+    fn text(topics: Option<&[TopicStats]>, runtime: Option<RuntimeState>) -> String {
         let mut out = String::new();
         let producer = ProducerStats {
             sent: 10,
@@ -646,7 +636,7 @@ mod tests {
             max_latency: Duration::from_millis(3),
             ..ProducerStats::default()
         };
-        write_metrics(&mut out, topics, &producer, workers);
+        write_metrics(&mut out, topics, &producer, runtime.as_ref());
         out
     }
 
@@ -702,13 +692,23 @@ mod tests {
 
     #[test]
     fn without_redis_only_the_process_figures_remain() {
-        let out = text(None, Some(Workers { busy: 2, max: 8 }));
+        let out = text(
+            None,
+            Some(RuntimeState {
+                running: true,
+                topics: vec!["t".into()],
+                max_workers: 8,
+                busy: 2,
+                buffered: 5,
+            }),
+        );
         assert!(out.contains("rmq_up 0\n"), "{out}");
         assert!(!out.contains("topic=\""), "{out}");
         assert!(out.contains("rmq_producer_messages_total{result=\"sent\"} 10\n"));
         assert!(out.contains("rmq_producer_requests_total 12\n"));
         assert!(out.contains("rmq_workers_busy 2\n"));
         assert!(out.contains("rmq_workers_max 8\n"));
+        assert!(out.contains("rmq_buffered_messages 5\n"));
     }
 
     #[test]
