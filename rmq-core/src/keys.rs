@@ -6,9 +6,9 @@
 //! [prefix:]rmq:{T}:p0|p1|p2  list  ids ready to run, per priority (high, normal, low);
 //!                                  LPUSH at the back, RPOP from the front
 //! [prefix:]rmq:{T}:delayed   zset  id scored by the time (ms) it becomes ready
-//! [prefix:]rmq:{T}:inflight  zset  id scored by its lease deadline (ms)
-//! [prefix:]rmq:{T}:attempts  hash  id -> deliveries so far
-//! [prefix:]rmq:{T}:leases    hash  id -> lease token (unique per delivery), while in flight
+//! [prefix:]rmq:{T}:inflight  zset  lease "<id>|<token>|<attempt>" scored by its deadline (ms);
+//!                                  the token is unique per delivery
+//! [prefix:]rmq:{T}:attempts  hash  id -> deliveries so far, while not in flight (retry, DLQ)
 //! [prefix:]rmq:{T}:errors    hash  id -> "first_failed_ms|last_failed_ms|last error"
 //! [prefix:]rmq:{T}:dead      zset  id scored by the time (ms) it was dead-lettered
 //! [prefix:]rmq:{T}:stats     hash  counters: produced, completed, failed, retried, dead, expired, ...
@@ -20,7 +20,7 @@
 //! ```
 //!
 //! Consumer groups (fan-out) will add `rmq:{T}:g:NAME:*` copies of the per-delivery keys
-//! (`p*`, `delayed`, `inflight`, `leases`, `attempts`, `errors`, `dead`) under the same hash tag,
+//! (`p*`, `delayed`, `inflight`, `attempts`, `errors`, `dead`) under the same hash tag,
 //! sharing `m`.
 
 /// The names of every key of one topic.
@@ -32,12 +32,10 @@ pub struct TopicKeys {
     pub pending: [String; 3],
     /// Delayed ids by due time.
     pub delayed: String,
-    /// Leased ids by lease deadline.
+    /// Leases (`<id>|<token>|<attempt>`) by lease deadline.
     pub inflight: String,
-    /// Delivery count by id.
+    /// Delivery count by id, while not in flight.
     pub attempts: String,
-    /// Lease token by id, while in flight.
-    pub leases: String,
     /// Failure record by id.
     pub errors: String,
     /// Dead-lettered ids by time.
@@ -67,7 +65,6 @@ impl TopicKeys {
             delayed: key("delayed"),
             inflight: key("inflight"),
             attempts: key("attempts"),
-            leases: key("leases"),
             errors: key("errors"),
             dead: key("dead"),
             stats: key("stats"),
@@ -93,7 +90,7 @@ impl TopicKeys {
     }
 
     /// `KEYS` of `fetch.lua`.
-    pub fn for_fetch(&self) -> [&str; 12] {
+    pub fn for_fetch(&self) -> [&str; 11] {
         let [p0, p1, p2] = self.pending_refs();
         [
             &self.messages,
@@ -106,26 +103,23 @@ impl TopicKeys {
             &self.errors,
             &self.dead,
             &self.stats,
-            &self.leases,
             &self.paused,
         ]
     }
 
     /// `KEYS` of `ack.lua`.
-    pub fn for_ack(&self) -> [&str; 7] {
+    pub fn for_ack(&self) -> [&str; 5] {
         [
             &self.messages,
             &self.inflight,
-            &self.attempts,
             &self.errors,
             &self.stats,
-            &self.leases,
             &self.metrics,
         ]
     }
 
     /// `KEYS` of `fail.lua`.
-    pub fn for_fail(&self) -> [&str; 10] {
+    pub fn for_fail(&self) -> [&str; 9] {
         [
             &self.messages,
             &self.delayed,
@@ -135,18 +129,17 @@ impl TopicKeys {
             &self.dead,
             &self.stats,
             &self.wake,
-            &self.leases,
             &self.metrics,
         ]
     }
 
     /// `KEYS` of `renew.lua`.
-    pub fn for_renew(&self) -> [&str; 2] {
-        [&self.inflight, &self.leases]
+    pub fn for_renew(&self) -> [&str; 1] {
+        [&self.inflight]
     }
 
     /// `KEYS` of `release.lua`.
-    pub fn for_release(&self) -> [&str; 8] {
+    pub fn for_release(&self) -> [&str; 7] {
         let [p0, p1, p2] = self.pending_refs();
         [
             &self.messages,
@@ -156,7 +149,6 @@ impl TopicKeys {
             &self.inflight,
             &self.attempts,
             &self.wake,
-            &self.leases,
         ]
     }
 
@@ -199,7 +191,6 @@ impl TopicKeys {
             self.delayed.as_str(),
             self.inflight.as_str(),
             self.attempts.as_str(),
-            self.leases.as_str(),
             self.errors.as_str(),
             self.dead.as_str(),
             self.stats.as_str(),

@@ -2,23 +2,23 @@
 --
 -- KEYS[1] m          hash  id -> envelope
 -- KEYS[2] delayed    zset  id by due time
--- KEYS[3] inflight   zset  id by lease deadline
--- KEYS[4] attempts   hash  id -> deliveries so far
+-- KEYS[3] inflight   zset  lease "<id>|<token>|<attempt>" by lease deadline (and LEASE_PIN)
+-- KEYS[4] attempts   hash  id -> deliveries so far, while not in flight
 -- KEYS[5] errors     hash  id -> "first_failed_ms|last_failed_ms|reason|last error"
 -- KEYS[6] dead       zset  dead-lettered ids
 -- KEYS[7] stats      hash  counters
 -- KEYS[8] wake       pub/sub channel
--- KEYS[9] leases     hash  id -> lease token, while in flight
--- KEYS[10] metrics   hash  handler-time histogram and per-minute counts
+-- KEYS[9] metrics    hash  handler-time histogram and per-minute counts
 -- ARGV[1] now (ms, "" = Redis TIME)
 -- ARGV[2] handler timings, "field:n ..." or "" (see ack.lua)
 -- ARGV[3] max attempts (retries + 1) of this topic
 -- ARGV[4] "1" to keep dead letters, "0" to drop them
 -- ARGV[5] most dead letters kept (oldest evicted beyond)
--- ARGV[6..] groups of 6: id, lease token, action ("retry" | "dead" | "drop"),
---           retry delay (ms), dead-letter reason (for "dead"), error text
+-- ARGV[6..] groups of 5: lease (as fetch.lua returned it), action ("retry" | "dead" |
+--           "drop"), retry delay (ms), dead-letter reason (for "dead"), error text
 --
--- Guarantees: only the holder of the current lease settles a message (see ack.lua).
+-- Guarantees: only the holder of the current lease settles a message (see ack.lua); the
+-- attempt number comes from the lease and is kept in `attempts` while the message waits.
 -- The handler's own error text is kept, with the first and last failure times.
 -- "retry" re-schedules the message as delayed (it keeps its priority, which lives in the
 -- envelope) while attempts < max attempts, and dead-letters it with reason "retries
@@ -29,7 +29,7 @@
 
 local k = {
   messages = KEYS[1], delayed = KEYS[2], inflight = KEYS[3], attempts = KEYS[4],
-  errors = KEYS[5], dead = KEYS[6], stats = KEYS[7], wake = KEYS[8], leases = KEYS[9],
+  errors = KEYS[5], dead = KEYS[6], stats = KEYS[7], wake = KEYS[8],
   keep_dead = ARGV[4], max_dead = tonumber(ARGV[5]),
 }
 local now = now_ms(ARGV[1])
@@ -38,17 +38,17 @@ local reply = {}
 local failed = 0
 local woke = false
 
-for i = 6, #ARGV, 6 do
-  local id, token, action = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local reason, err = ARGV[i + 4], ARGV[i + 5]
+for i = 6, #ARGV, 5 do
+  local lease, action = ARGV[i], ARGV[i + 1]
+  local reason, err = ARGV[i + 3], ARGV[i + 4]
   local code = 0
-  if holds_lease(k, id, token) then
-    unlease(k, id)
+  if redis.call('ZREM', k.inflight, lease) == 1 then
     failed = failed + 1
-    local attempts = tonumber(redis.call('HGET', k.attempts, id)) or 0
+    local id, attempts = parse_lease(lease)
+    if action ~= 'drop' then redis.call('HSET', k.attempts, id, attempts) end
     if action == 'retry' and attempts < max_attempts then
       record_failure(k, id, now, '', err)
-      redis.call('ZADD', k.delayed, now + tonumber(ARGV[i + 3]), id)
+      redis.call('ZADD', k.delayed, now + tonumber(ARGV[i + 2]), id)
       redis.call('HINCRBY', k.stats, 'retried', 1)
       if not woke then woke = wake_if_earliest(k.delayed, k.wake, id) end
       code = 1
@@ -64,6 +64,9 @@ for i = 6, #ARGV, 6 do
   end
   reply[#reply + 1] = code
 end
-if failed > 0 then redis.call('HINCRBY', k.stats, 'failed', failed) end
-record_metrics(KEYS[10], now, 0, failed, ARGV[2])
+if failed > 0 then
+  redis.call('HINCRBY', k.stats, 'failed', failed)
+  unpin_if_idle(k.inflight)
+end
+record_metrics(KEYS[9], now, 0, failed, ARGV[2])
 return reply

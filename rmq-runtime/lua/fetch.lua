@@ -3,13 +3,12 @@
 -- KEYS[1] m          hash  id -> envelope
 -- KEYS[2..4] p0..p2  lists of ready ids, per priority
 -- KEYS[5] delayed    zset  id by due time
--- KEYS[6] inflight   zset  id by lease deadline
--- KEYS[7] attempts   hash  id -> deliveries so far
+-- KEYS[6] inflight   zset  lease "<id>|<token>|<attempt>" by lease deadline (and LEASE_PIN)
+-- KEYS[7] attempts   hash  id -> deliveries so far, while not in flight
 -- KEYS[8] errors     hash  id -> failure record
 -- KEYS[9] dead       zset  dead-lettered ids
 -- KEYS[10] stats     hash  counters (`delivered` also numbers the lease tokens)
--- KEYS[11] leases    hash  id -> lease token, while in flight
--- KEYS[12] paused    string, present while the topic is paused
+-- KEYS[11] paused    string, present while the topic is paused
 -- ARGV[1] now (ms, "" = Redis TIME)
 -- ARGV[2] N, most messages to lease (at most 1000: Lua's unpack limit)
 -- ARGV[3] lease length (ms)
@@ -27,37 +26,46 @@
 --    the priority they were produced with.
 -- 3. Up to N ids are popped, high before normal before low, FIFO within a level. An id
 --    whose TTL has passed is never delivered: it is counted as expired and deleted (or
---    dead-lettered with reason "expired" when ARGV[7] and ARGV[5] are both "1"). Each delivered id gets attempts + 1 and a lease (inflight, score =
---    now + lease length) with a token unique in the topic, which ack.lua, fail.lua,
---    renew.lua and release.lua check. A paused topic leases nothing (steps 1 and 2 still
---    run, so nothing stalls), and producers are not affected.
+--    dead-lettered with reason "expired" when ARGV[7] and ARGV[5] are both "1"). Each
+--    delivered id gets a lease (see lease_of in lib.lua: the attempt number, previous
+--    attempts + 1, moves from `attempts` into it) scored now + lease length, with a token
+--    unique in the topic; ack.lua, fail.lua, renew.lua and release.lua take the lease
+--    back. A paused topic leases nothing (steps 1 and 2 still run, so nothing stalls), and
+--    producers are not affected.
+-- Cost: a constant number of calls per popped batch, and per message one RPOP'd element,
+-- one envelope read and one inflight member; `attempts` is read only when it has entries.
 -- Returns: { now, next_due (earliest delayed, -1), next_deadline (earliest lease, -1),
 --            expired (not delivered: TTL passed), lost (lapsed leases reclaimed),
---            id1, attempt1, token1, envelope1, id2, ... }
+--            lease1, envelope1, lease2, envelope2, ... }
 
 local k = {
   messages = KEYS[1], delayed = KEYS[5], inflight = KEYS[6], attempts = KEYS[7],
-  errors = KEYS[8], dead = KEYS[9], stats = KEYS[10], leases = KEYS[11],
+  errors = KEYS[8], dead = KEYS[9], stats = KEYS[10],
   keep_dead = ARGV[5], max_dead = tonumber(ARGV[6]),
 }
 local now = now_ms(ARGV[1])
 local want = tonumber(ARGV[2])
-local lease = tonumber(ARGV[3])
+local lease_ms = tonumber(ARGV[3])
 local max_attempts = tonumber(ARGV[4])
 local keep_expired = ARGV[7]
-if redis.call('EXISTS', KEYS[12]) == 1 then want = 0 end
+if redis.call('EXISTS', KEYS[11]) == 1 then want = 0 end
 
 -- 1. reclaim lapsed leases; pushed to the front latest-deadline first, so the earliest
 --    ends up next in line
 local lapsed = redis.call('ZRANGEBYSCORE', k.inflight, '-inf', now, 'LIMIT', 0, 1000)
 local lost = 0
 for i = #lapsed, 1, -1 do
-  local id = lapsed[i]
-  unlease(k, id)
+  local lease = lapsed[i]
+  redis.call('ZREM', k.inflight, lease)
+  local id, attempts = parse_lease(lease)
+  if not id then
+    -- a member written before leases carried the attempt: a bare id (attempts in the hash)
+    id, attempts = lease, tonumber(redis.call('HGET', k.attempts, lease)) or 1
+  end
   local envelope = redis.call('HGET', k.messages, id)
   if envelope then
-    local attempts = tonumber(redis.call('HGET', k.attempts, id)) or 0
     local exhausted = attempts >= max_attempts
+    redis.call('HSET', k.attempts, id, attempts)
     record_failure(k, id, now, exhausted and 'consumer lost' or '',
       'consumer lost: lease expired during attempt ' .. attempts)
     redis.call('HINCRBY', k.stats, 'lost', 1)
@@ -84,6 +92,8 @@ end
 local reply = { now, -1, -1, 0, lost }
 local leased = 0
 local expired = 0
+local deadline = tostring(now + lease_ms)
+local any_attempts = want > 0 and redis.call('EXISTS', k.attempts) == 1
 for level = 0, 2 do
   while leased < want do
     local ids = redis.call('RPOP', KEYS[2 + level], want - leased)
@@ -109,26 +119,20 @@ for level = 0, 2 do
       end
     end
     if #live > 0 then
-      local previous = redis.call('HMGET', k.attempts, unpack(live))
+      local previous = any_attempts and redis.call('HMGET', k.attempts, unpack(live)) or {}
       local first_token = redis.call('HINCRBY', k.stats, 'delivered', #live) - #live
-      local counts, deadlines, tokens = {}, {}, {}
+      local members, carried = { '+inf', LEASE_PIN }, {}
       for i, id in ipairs(live) do
-        local attempt = (tonumber(previous[i]) or 0) + 1
-        local token = first_token + i
-        counts[#counts + 1] = id
-        counts[#counts + 1] = attempt
-        deadlines[#deadlines + 1] = now + lease
-        deadlines[#deadlines + 1] = id
-        tokens[#tokens + 1] = id
-        tokens[#tokens + 1] = token
-        reply[#reply + 1] = id
-        reply[#reply + 1] = attempt
-        reply[#reply + 1] = token
+        local before = previous[i]
+        if before then carried[#carried + 1] = id end
+        local lease = lease_of(id, first_token + i, (tonumber(before) or 0) + 1)
+        members[2 * i + 1] = deadline
+        members[2 * i + 2] = lease
+        reply[#reply + 1] = lease
         reply[#reply + 1] = live_envelopes[i]
       end
-      redis.call('HSET', k.attempts, unpack(counts))
-      redis.call('HSET', k.leases, unpack(tokens))
-      redis.call('ZADD', k.inflight, unpack(deadlines))
+      redis.call('ZADD', k.inflight, unpack(members))
+      if #carried > 0 then redis.call('HDEL', k.attempts, unpack(carried)) end
       leased = leased + #live
     end
   end
@@ -138,6 +142,7 @@ reply[4] = expired
 
 local first_due = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
 if first_due[2] then reply[2] = tonumber(first_due[2]) end
+if lost > 0 then unpin_if_idle(k.inflight) end
 local first_deadline = redis.call('ZRANGE', k.inflight, 0, 0, 'WITHSCORES')
-if first_deadline[2] then reply[3] = tonumber(first_deadline[2]) end
+if first_deadline[1] ~= LEASE_PIN and first_deadline[2] then reply[3] = tonumber(first_deadline[2]) end
 return reply

@@ -69,8 +69,8 @@ impl Policy {
 pub(crate) struct Settlement {
     pub(crate) id: MessageId,
     pub(crate) attempt: u32,
-    /// The lease token fetch.lua handed out with this delivery.
-    pub(crate) token: u64,
+    /// The lease fetch.lua handed out with this delivery (`<id>|<token>|<attempt>`).
+    pub(crate) lease: String,
     pub(crate) outcome: Result<(), HandlerError>,
     /// Why the message is dead-lettered when the error asks for it ("decode error", ...);
     /// `None` = the handler asked.
@@ -84,7 +84,7 @@ impl Settlement {
         Settlement {
             id: lease.id,
             attempt: lease.attempt,
-            token: lease.token,
+            lease: lease.lease,
             outcome,
             dead_reason: None,
             took: None,
@@ -121,12 +121,25 @@ fn flag(on: bool) -> &'static str {
     }
 }
 
-/// One delivery's lease: the message, its attempt number and the lease token.
+/// One delivery's lease: the message, its attempt number and the lease itself, the
+/// `inflight` member `<id>|<token>|<attempt>` the scripts take back (the token is unique
+/// per delivery in the topic; see `lease_of` in lib.lua).
 #[derive(Clone, Debug)]
 pub(crate) struct Lease {
     pub(crate) id: MessageId,
     pub(crate) attempt: u32,
-    pub(crate) token: u64,
+    pub(crate) lease: String,
+}
+
+impl Lease {
+    /// Reads a lease as fetch.lua returns it; the id may itself contain `|`.
+    fn parse(lease: String) -> Option<Lease> {
+        let mut fields = lease.rsplitn(3, '|');
+        let attempt = fields.next()?.parse().ok()?;
+        fields.next()?.parse::<u64>().ok()?;
+        let id = MessageId::new(fields.next()?.to_owned());
+        Some(Lease { id, attempt, lease })
+    }
 }
 
 /// What a round trip brought back.
@@ -201,7 +214,7 @@ impl TopicQueue {
         let mut call = SCRIPTS.ack.call(&k.for_ack());
         call.arg("").arg(timings);
         for s in acks {
-            call.arg(s.id.as_str()).arg(s.token);
+            call.arg(&s.lease);
         }
         call
     }
@@ -222,8 +235,7 @@ impl TopicQueue {
                 HandlerAction::DeadLetter => ("dead", Duration::ZERO),
                 HandlerAction::Drop => ("drop", Duration::ZERO),
             };
-            call.arg(s.id.as_str())
-                .arg(s.token)
+            call.arg(&s.lease)
                 .arg(action)
                 .arg(millis(delay))
                 .arg(s.dead_reason.unwrap_or("dead-lettered by handler"))
@@ -252,7 +264,7 @@ impl TopicQueue {
         let mut call = SCRIPTS.renew.call(&k.for_renew());
         call.arg("").arg(millis(self.policy.lease));
         for lease in running {
-            call.arg(lease.id.as_str()).arg(lease.token);
+            call.arg(&lease.lease);
         }
         let reply = self.client.run_scripts(vec![call]).await?.pop();
         let Some(Value::Array(items)) = reply.transpose()? else {
@@ -274,7 +286,7 @@ impl TopicQueue {
         let mut call = SCRIPTS.release.call(&k.for_release());
         call.arg("");
         for lease in leased {
-            call.arg(lease.id.as_str()).arg(lease.token);
+            call.arg(&lease.lease);
         }
         match self
             .client
@@ -356,7 +368,7 @@ impl TopicQueue {
             .min()
             // +1 ms: the scripts compare whole milliseconds; never wake before the due time
             .map(|t| sent_at + Duration::from_millis((t - now).max(0) as u64 + 1));
-        let mut deliveries = Vec::with_capacity(items.len().saturating_sub(5) / 4);
+        let mut deliveries = Vec::with_capacity(items.len().saturating_sub(5) / 2);
         let mut unreadable = Vec::new();
         let count = |i: usize| items.get(i).and_then(int).unwrap_or(0);
         let (expired, lost) = (count(3), count(4));
@@ -374,18 +386,17 @@ impl TopicQueue {
                 "leases lapsed (a consumer died or stalled); messages reclaimed: retried, or dead-lettered as \"consumer lost\" when out of attempts"
             );
         }
-        for chunk in items[5.min(items.len())..].chunks(4) {
-            let [Value::BulkString(id), Value::Int(attempt), Value::Int(token), Value::BulkString(stored)] =
-                chunk
+        let mut rest = items.into_iter().skip(5);
+        while let Some(lease) = rest.next() {
+            let (Value::BulkString(lease), Some(Value::BulkString(stored))) = (lease, rest.next())
             else {
                 return Err(bad("malformed delivery"));
             };
-            let lease = Lease {
-                id: MessageId::new(String::from_utf8_lossy(id).into_owned()),
-                attempt: u32::try_from(*attempt).unwrap_or(u32::MAX),
-                token: u64::try_from(*token).unwrap_or(0),
-            };
-            let env = match envelope::decode(stored) {
+            let lease = String::from_utf8(lease)
+                .ok()
+                .and_then(Lease::parse)
+                .ok_or_else(|| bad("malformed lease"))?;
+            let env = match envelope::decode(&stored) {
                 Ok(env) => env,
                 Err(e) => {
                     // written by something other than rmq: never deliverable, keep it for a human
@@ -421,5 +432,25 @@ impl TopicQueue {
             unreadable,
             next_event: next,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lease;
+
+    #[test]
+    fn a_lease_keeps_ids_that_contain_the_separator() {
+        let lease = Lease::parse("order|7|x|42|3".to_string()).expect("a lease");
+        assert_eq!(lease.id.as_str(), "order|7|x");
+        assert_eq!(lease.attempt, 3);
+        assert_eq!(lease.lease, "order|7|x|42|3");
+    }
+
+    #[test]
+    fn a_malformed_lease_is_refused() {
+        for bad in ["", "id", "id|7", "id|x|1", "id|7|", "|7|1x"] {
+            assert!(Lease::parse(bad.to_string()).is_none(), "{bad:?}");
+        }
     }
 }

@@ -247,7 +247,8 @@ impl Client {
             pipe.cmd("LLEN").arg(list);
         }
         pipe.cmd("ZCARD").arg(&k.delayed);
-        pipe.cmd("ZCARD").arg(&k.inflight);
+        // leases only: not lib.lua's LEASE_PIN, the one member scored +inf
+        pipe.cmd("ZCOUNT").arg(&k.inflight).arg("-inf").arg("(+inf");
         pipe.cmd("ZCARD").arg(&k.dead);
         pipe.cmd("HGETALL").arg(&k.stats);
         pipe.cmd("EXISTS").arg(&k.paused);

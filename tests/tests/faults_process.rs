@@ -36,14 +36,9 @@ async fn redis_now_ms(env: &TestEnv) -> u64 {
 }
 
 async fn lease_deadline(env: &TestEnv, id: &str) -> Option<u64> {
-    let mut redis = env.redis.clone();
-    let score: Option<f64> = redis::cmd("ZSCORE")
-        .arg(&env.keys(Work::NAME).inflight)
-        .arg(id)
-        .query_async(&mut redis)
+    env.lease(Work::NAME, id)
         .await
-        .expect("ZSCORE");
-    score.map(|s| s as u64)
+        .map(|(_, deadline)| deadline as u64)
 }
 
 fn stat(stats: &std::collections::HashMap<String, i64>, name: &str) -> i64 {
@@ -254,7 +249,7 @@ async fn a_message_that_kills_every_consumer_is_dead_lettered_after_three_attemp
     }
     let keys = f.env.keys(Work::NAME);
     let state = f.env.describe().await;
-    assert_eq!(f.env.len(&keys.inflight).await, 0, "{state}");
+    assert_eq!(f.env.in_flight(Work::NAME).await, 0, "{state}");
     assert_eq!(f.env.len(&keys.delayed).await, 0, "{state}");
     assert!(f.env.pending_ids(Work::NAME).await.is_empty(), "{state}");
     assert_eq!(
@@ -503,7 +498,7 @@ async fn sigterm_under_load_loses_nothing_and_completes_nothing_twice() {
     let keys = f.env.keys(Work::NAME);
     let state = f.env.describe().await;
     assert_eq!(
-        f.env.len(&keys.inflight).await,
+        f.env.in_flight(Work::NAME).await,
         0,
         "left in flight:\n{state}"
     );

@@ -155,7 +155,6 @@ async fn slow(msg: Slow) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_in_flight_is_a_duplicate() {
     let env = TestEnv::start("idem_inflight").await;
-    let keys = env.keys(Slow::NAME);
     let handle = spawn_runtime(&env.client, &[Slow::NAME], 2).await;
     Slow { amount: 1 }
         .send()
@@ -164,7 +163,7 @@ async fn an_id_in_flight_is_a_duplicate() {
         .await
         .expect("produce");
     wait_for("the handler to start", || !SLOW.lock().unwrap().is_empty()).await;
-    assert_eq!(env.len(&keys.inflight).await, 1, "leased while it runs");
+    assert_eq!(env.in_flight(Slow::NAME).await, 1, "leased while it runs");
 
     let again = Slow { amount: 2 }
         .send()

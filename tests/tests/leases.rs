@@ -132,7 +132,12 @@ async fn shutdown_deadline_puts_a_running_message_back_uncounted() {
     assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
 
     let keys = env.keys(Slow::NAME);
-    assert_eq!(env.len(&keys.inflight).await, 0, "{}", env.describe().await);
+    assert_eq!(
+        env.in_flight(Slow::NAME).await,
+        0,
+        "{}",
+        env.describe().await
+    );
     // back at the front of the high level, not counted
     assert_eq!(
         env.pending_ids(Slow::NAME).await.first(),

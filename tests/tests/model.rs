@@ -70,6 +70,35 @@ pub struct Lease {
     pub attempt: u64,
 }
 
+/// The `inflight` member of a lease, as fetch.lua hands it out and the other scripts take
+/// it back (lib.lua `lease_of`).
+pub fn lease_member(id: &str, token: u64, attempt: u64) -> String {
+    format!("{id}|{token}|{attempt}")
+}
+
+impl Sent {
+    /// What a consumer sends back: its lease, with the token it was given (or a wrong one).
+    pub fn member(&self) -> String {
+        lease_member(&self.lease.id, self.token, self.lease.attempt)
+    }
+}
+
+/// lib.lua's `LEASE_PIN`: the member that keeps `inflight` out of Redis' listpack
+/// encoding while anything is in flight, scored +inf (read back as `u64::MAX`).
+pub fn lease_pin() -> String {
+    format!("~pin~{}", "~".repeat(64))
+}
+
+/// The id in an `inflight` member (ids may themselves contain `|`).
+fn member_id(member: &str) -> Option<&str> {
+    let mut fields = member.rsplitn(3, '|');
+    let attempt = fields.next()?;
+    let token = fields.next()?;
+    let numeric = |f: &str| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit());
+    (numeric(attempt) && numeric(token)).then_some(())?;
+    fields.next()
+}
+
 /// A lease as sent to a script: normally its own token, sometimes a wrong one.
 #[derive(Clone, Debug)]
 pub struct Sent {
@@ -238,13 +267,12 @@ pub struct Snapshot {
     pub keys: BTreeSet<String>,
     /// Per level, front (next to fetch) first.
     pub pending: [Vec<String>; 3],
-    /// `(id, score)` in ZRANGE order.
+    /// `(member, score)` in ZRANGE order (ids; leases in `inflight`).
     pub delayed: Vec<(String, u64)>,
     pub inflight: Vec<(String, u64)>,
     pub dead: Vec<(String, u64)>,
     pub messages: BTreeMap<String, String>,
     pub attempts: BTreeMap<String, String>,
-    pub leases: BTreeMap<String, String>,
     pub errors: BTreeMap<String, String>,
     pub stats: BTreeMap<String, i64>,
 }
@@ -295,11 +323,6 @@ impl Snapshot {
             format!("{:?}", real.attempts),
         );
         field(
-            "leases",
-            format!("{:?}", self.leases),
-            format!("{:?}", real.leases),
-        );
-        field(
             "errors",
             format!("{:?}", self.errors),
             format!("{:?}", real.errors),
@@ -321,13 +344,32 @@ impl Snapshot {
                 places.entry(id).or_default().push(format!("p{level}"));
             }
         }
-        for (name, zset) in [
-            ("delayed", &self.delayed),
-            ("inflight", &self.inflight),
-            ("dead", &self.dead),
-        ] {
+        for (name, zset) in [("delayed", &self.delayed), ("dead", &self.dead)] {
             for (id, _) in zset {
                 places.entry(id).or_default().push(name.to_string());
+            }
+        }
+        let pin = lease_pin();
+        let pinned = self.inflight.iter().filter(|(m, _)| *m == pin).count();
+        if pinned != usize::from(!self.inflight.is_empty()) {
+            return Err((
+                "one state",
+                format!("inflight holds the pin {pinned} times: {:?}", self.inflight),
+            ));
+        }
+        for (member, _) in self.inflight.iter().filter(|(m, _)| *m != pin) {
+            let Some(id) = member_id(member) else {
+                return Err((
+                    "one state",
+                    format!("inflight holds {member:?}, which is not <id>|<token>|<attempt>"),
+                ));
+            };
+            places.entry(id).or_default().push("inflight".to_string());
+            if self.attempts.contains_key(id) {
+                return Err((
+                    "one state",
+                    format!("{id} is in flight but also has an attempts field"),
+                ));
             }
         }
         for (id, at) in &places {
@@ -345,14 +387,6 @@ impl Snapshot {
             if !places.contains_key(id.as_str()) {
                 return Err(("one state", format!("{id} has an envelope but no state")));
             }
-        }
-        let leased: BTreeSet<&String> = self.leases.keys().collect();
-        let inflight: BTreeSet<&String> = self.inflight.iter().map(|(id, _)| id).collect();
-        if leased != inflight {
-            return Err((
-                "one state",
-                format!("leases hold {leased:?} but inflight holds {inflight:?}"),
-            ));
         }
         for (name, hash) in [("attempts", &self.attempts), ("errors", &self.errors)] {
             if let Some(id) = hash.keys().find(|id| !self.messages.contains_key(*id)) {

@@ -578,8 +578,10 @@ async fn wait_released(release: &AtomicBool) {
 #[derive(Debug, PartialEq)]
 struct MessageState {
     envelope: Option<Vec<u8>>,
+    /// From `attempts` while the message waits, from its lease while in flight.
     attempts: Option<String>,
-    lease_token: Option<String>,
+    /// The `inflight` member `<id>|<token>|<attempt>` of its current lease.
+    lease: Option<String>,
     inflight_deadline: Option<f64>,
     error_record: Option<String>,
     dead: Option<f64>,
@@ -593,11 +595,24 @@ async fn message_state(env: &TestEnv, topic: &str, id: &str) -> MessageState {
     for key in &k.pending {
         pending += env.len(key).await;
     }
+    let (lease, inflight_deadline) = env
+        .lease(topic, id)
+        .await
+        .map_or((None, None), |(member, deadline)| {
+            (Some(member), Some(deadline))
+        });
+    let waiting_attempts: Option<String> =
+        raw(env, redis::cmd("HGET").arg(&k.attempts).arg(id)).await;
     MessageState {
         envelope: raw(env, redis::cmd("HGET").arg(&k.messages).arg(id)).await,
-        attempts: raw(env, redis::cmd("HGET").arg(&k.attempts).arg(id)).await,
-        lease_token: raw(env, redis::cmd("HGET").arg(&k.leases).arg(id)).await,
-        inflight_deadline: raw(env, redis::cmd("ZSCORE").arg(&k.inflight).arg(id)).await,
+        attempts: waiting_attempts.or_else(|| {
+            lease
+                .as_deref()
+                .and_then(|l| l.rsplit('|').next())
+                .map(str::to_owned)
+        }),
+        lease,
+        inflight_deadline,
         error_record: raw(env, redis::cmd("HGET").arg(&k.errors).arg(id)).await,
         dead: raw(env, redis::cmd("ZSCORE").arg(&k.dead).arg(id)).await,
         delayed: raw(env, redis::cmd("ZSCORE").arg(&k.delayed).arg(id)).await,
@@ -605,8 +620,8 @@ async fn message_state(env: &TestEnv, topic: &str, id: &str) -> MessageState {
     }
 }
 
-/// Simulates another consumer taking the message over: its lease token (unique per
-/// delivery) changes while the first handler still runs.
+/// Simulates another consumer taking the message over: its lease (the token in it is
+/// unique per delivery) changes while the first handler still runs.
 async fn take_over(env: &TestEnv, topic: &str, id: &str) -> MessageState {
     let k = env.keys(topic);
     let before = message_state(env, topic, id).await;
@@ -617,18 +632,22 @@ async fn take_over(env: &TestEnv, topic: &str, id: &str) -> MessageState {
     );
     assert!(before.inflight_deadline.is_some(), "leased: {before:?}");
     assert!(before.envelope.is_some(), "stored: {before:?}");
-    let first_token = before
-        .lease_token
-        .clone()
-        .expect("a lease token while in flight");
-    let _: i64 = raw(
-        env,
-        redis::cmd("HSET")
-            .arg(&k.leases)
-            .arg(id)
-            .arg(format!("{first_token}0")),
-    )
-    .await;
+    let first = before.lease.clone().expect("a lease while in flight");
+    let (rest, attempt) = first.rsplit_once('|').expect("<id>|<token>|<attempt>");
+    let other = format!("{rest}0|{attempt}");
+    let mut swap = redis::pipe();
+    swap.atomic()
+        .cmd("ZREM")
+        .arg(&k.inflight)
+        .arg(&first)
+        .ignore()
+        .cmd("ZADD")
+        .arg(&k.inflight)
+        .arg(before.inflight_deadline.expect("a deadline"))
+        .arg(other)
+        .ignore();
+    let mut redis = env.redis.clone();
+    let () = swap.query_async(&mut redis).await.expect("swap the lease");
     message_state(env, topic, id).await
 }
 

@@ -40,7 +40,7 @@ async fn shutdown_waits_for_running_handlers_and_acks_them() {
     })
     .await;
     assert_eq!(SLOW_FINISHED.load(Ordering::SeqCst), 0);
-    assert_eq!(env.len(&keys.inflight).await, 3, "leased while running");
+    assert_eq!(env.in_flight(Slow::NAME).await, 3, "leased while running");
 
     let asked = Instant::now();
     shutdown(handle).await;
@@ -111,7 +111,11 @@ async fn messages_not_started_stay_ready_for_the_next_runtime() {
         "shutdown drained the whole backlog ({finished})"
     );
     let state = env.describe().await;
-    assert_eq!(env.len(&keys.inflight).await, 0, "still leased:\n{state}");
+    assert_eq!(
+        env.in_flight(Backlog::NAME).await,
+        0,
+        "still leased:\n{state}"
+    );
     assert_eq!(
         env.len(&keys.messages).await,
         8 - finished as usize,

@@ -174,6 +174,36 @@ impl TestEnv {
         out
     }
 
+    /// The current lease of message `id` of `topic`: its `inflight` member
+    /// (`<id>|<token>|<attempt>`) and deadline (ms), while it is in flight.
+    pub async fn lease(&self, topic: &str, id: &str) -> Option<(String, f64)> {
+        let mut redis = self.redis.clone();
+        let leases: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&self.keys(topic).inflight)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut redis)
+            .await
+            .expect("ZRANGE inflight");
+        leases
+            .into_iter()
+            .find(|(member, _)| member.rsplitn(3, '|').nth(2) == Some(id))
+    }
+
+    /// How many messages of `topic` are in flight (leases in `inflight`, without the one
+    /// member lib.lua pins there, scored +inf, while any lease is).
+    pub async fn in_flight(&self, topic: &str) -> usize {
+        let mut redis = self.redis.clone();
+        redis::cmd("ZCOUNT")
+            .arg(&self.keys(topic).inflight)
+            .arg("-inf")
+            .arg("(+inf")
+            .query_async(&mut redis)
+            .await
+            .expect("ZCOUNT inflight")
+    }
+
     /// `ZCARD`/`LLEN`/`HLEN` of `key` (0 when it does not exist).
     pub async fn len(&self, key: &str) -> usize {
         let mut redis = self.redis.clone();

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use redis::Value;
 use rmq_runtime::TopicKeys;
 
-use super::{Call, Params, Snapshot, DEAD_REASON, R};
+use super::{Call, Params, Sent, Snapshot, DEAD_REASON, R};
 
 const LIB: &str = include_str!("../../../rmq-runtime/lua/lib.lua");
 const PRODUCE: &str = include_str!("../../../rmq-runtime/lua/produce.lua");
@@ -22,21 +22,21 @@ const PURGE: &str = include_str!("../../../rmq-runtime/lua/purge.lua");
 
 /// Read-only: everything the topic holds, as one string (one line per structure, items
 /// separated by tabs), so a step costs one round trip and little parsing.
-/// KEYS: p0, p1, p2, delayed, inflight, dead, m, attempts, leases, errors, stats, then
+/// KEYS: p0, p1, p2, delayed, inflight, dead, m, attempts, errors, stats, then
 /// `metrics` (observations, not state: the model does not follow it);
 /// ARGV: their short names. The first line is DBSIZE (keys outside the topic show there).
 const DUMP: &str = r#"
 local out = {}
 local function line(items) out[#out + 1] = table.concat(items, '\t') end
 local present = {}
-for i = 1, 11 do
+for i = 1, 10 do
   if redis.call('EXISTS', KEYS[i]) == 1 then present[#present + 1] = ARGV[i] end
 end
-line({ redis.call('DBSIZE') - redis.call('EXISTS', KEYS[12]) })
+line({ redis.call('DBSIZE') - redis.call('EXISTS', KEYS[11]) })
 line(present)
 for i = 1, 3 do line(redis.call('LRANGE', KEYS[i], 0, -1)) end
 for i = 4, 6 do line(redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES')) end
-for i = 7, 11 do line(redis.call('HGETALL', KEYS[i])) end
+for i = 7, 10 do line(redis.call('HGETALL', KEYS[i])) end
 return table.concat(out, '\n')
 "#;
 
@@ -182,9 +182,7 @@ impl Real {
             }
             Call::Ack { sent, .. } => {
                 let mut args = vec![now, String::new()];
-                for s in sent {
-                    args.extend([s.lease.id.clone(), s.token.to_string()]);
-                }
+                args.extend(sent.iter().map(Sent::member));
                 let sha = &self.sha.ack;
                 let keys = k.for_ack();
                 Self::script(sha, &keys, args)
@@ -199,8 +197,7 @@ impl Real {
                 ];
                 for item in items {
                     args.extend([
-                        item.sent.lease.id.clone(),
-                        item.sent.token.to_string(),
+                        item.sent.member(),
                         item.action.as_str().to_string(),
                         item.delay.to_string(),
                         DEAD_REASON.to_string(),
@@ -213,17 +210,13 @@ impl Real {
             }
             Call::Renew { sent, .. } => {
                 let mut args = vec![now, p.lease.to_string()];
-                for s in sent {
-                    args.extend([s.lease.id.clone(), s.token.to_string()]);
-                }
+                args.extend(sent.iter().map(Sent::member));
                 let sha = &self.sha.renew.clone();
                 Self::script(sha, &k.for_renew(), args)
             }
             Call::Release { sent, .. } => {
                 let mut args = vec![now];
-                for s in sent {
-                    args.extend([s.lease.id.clone(), s.token.to_string()]);
-                }
+                args.extend(sent.iter().map(Sent::member));
                 let sha = &self.sha.release;
                 let keys = k.for_release();
                 Self::script(sha, &keys, args)
@@ -270,7 +263,6 @@ impl Real {
             &k.dead,
             &k.messages,
             &k.attempts,
-            &k.leases,
             &k.errors,
             &k.stats,
             &k.metrics,
@@ -352,7 +344,6 @@ fn parse_dump(dump: &str) -> Result<Snapshot, String> {
     };
     let messages = hash(next()?);
     let attempts = hash(next()?);
-    let leases = hash(next()?);
     let errors = hash(next()?);
     let stats = hash(next()?)
         .into_iter()
@@ -366,7 +357,6 @@ fn parse_dump(dump: &str) -> Result<Snapshot, String> {
         dead,
         messages,
         attempts,
-        leases,
         errors,
         stats,
     })

@@ -23,7 +23,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::{Action, Call, FailItem, Lease, NewMsg, Params, Sent, Snapshot, DEAD_REASON, R};
+use super::{
+    lease_member, lease_pin, Action, Call, FailItem, Lease, NewMsg, Params, Sent, Snapshot,
+    DEAD_REASON, R,
+};
 
 #[derive(Clone, Debug, PartialEq)]
 enum State {
@@ -48,7 +51,7 @@ struct Msg {
     expire: u64,
     body: String,
     state: State,
-    /// Deliveries so far (0 = no `attempts` field).
+    /// Deliveries so far (in the lease while in flight, else in `attempts`; 0 = no field).
     attempts: u64,
     error: Option<Failure>,
 }
@@ -141,14 +144,22 @@ impl Model {
         self.msgs.keys().cloned().collect()
     }
 
-    /// True when `sent` is the current lease of its message, with its own token.
+    /// True when `sent` names the current lease of its message: its token and attempt.
     pub fn holds(&self, sent: &Sent) -> bool {
         match self.msgs.get(&sent.lease.id) {
             Some(m) => {
-                matches!(m.state, State::InFlight { token, .. } if token == sent.lease.token)
-                    && sent.token == sent.lease.token
+                matches!(m.state, State::InFlight { token, .. } if token == sent.token)
+                    && m.attempts == sent.lease.attempt
             }
             None => false,
+        }
+    }
+
+    fn lease_of(&self, id: &str) -> Option<String> {
+        let m = self.msgs.get(id)?;
+        match m.state {
+            State::InFlight { token, .. } => Some(lease_member(id, token, m.attempts)),
+            _ => None,
         }
     }
 
@@ -259,17 +270,20 @@ impl Model {
         let now = self.now;
         // 1. lapsed leases: the delivery counted; front of the level, or DLQ when used up.
         //    (Several keep their deadline order at the front: the earliest is next.)
-        let mut lapsed: Vec<(u64, String)> = self
+        //    (Equal deadlines: in the order of their `inflight` members, as ZRANGEBYSCORE.)
+        let mut lapsed: Vec<(u64, String, String)> = self
             .msgs
             .iter()
             .filter_map(|(id, m)| match m.state {
-                State::InFlight { deadline, .. } if deadline <= now => Some((deadline, id.clone())),
+                State::InFlight { deadline, .. } if deadline <= now => {
+                    Some((deadline, self.lease_of(id)?, id.clone()))
+                }
                 _ => None,
             })
             .collect();
         lapsed.sort();
         let lost = lapsed.len() as i64;
-        for (_, id) in lapsed.into_iter().rev() {
+        for (_, _, id) in lapsed.into_iter().rev() {
             let max = self.p.max_attempts;
             let m = self.msgs.get_mut(&id).unwrap();
             let attempts = m.attempts;
@@ -339,9 +353,7 @@ impl Model {
                     deadline: now + self.p.lease,
                     token,
                 };
-                reply.push(R::Str(id.clone()));
-                reply.push(R::Int(m.attempts as i64));
-                reply.push(R::Int(token as i64));
+                reply.push(R::Str(lease_member(&id, token, m.attempts)));
                 reply.push(R::Str(m.envelope()));
                 leases.push(Lease {
                     id,
@@ -523,10 +535,19 @@ impl Model {
             State::Delayed(due) => Some(*due),
             _ => None,
         });
-        let inflight = zset(&|s| match s {
-            State::InFlight { deadline, .. } => Some(*deadline),
-            _ => None,
-        });
+        let mut inflight: Vec<(u64, String)> = self
+            .msgs
+            .keys()
+            .filter_map(|id| match self.msgs[id].state {
+                State::InFlight { deadline, .. } => Some((deadline, self.lease_of(id)?)),
+                _ => None,
+            })
+            .collect();
+        inflight.sort();
+        let mut inflight: Vec<(String, u64)> = inflight.into_iter().map(|(d, m)| (m, d)).collect();
+        if !inflight.is_empty() {
+            inflight.push((lease_pin(), u64::MAX));
+        }
         let dead = zset(&|s| match s {
             State::Dead(at) => Some(*at),
             _ => None,
@@ -541,16 +562,8 @@ impl Model {
         let attempts: BTreeMap<String, String> = self
             .msgs
             .iter()
-            .filter(|(_, m)| m.attempts > 0)
+            .filter(|(_, m)| m.attempts > 0 && !matches!(m.state, State::InFlight { .. }))
             .map(|(id, m)| (id.clone(), m.attempts.to_string()))
-            .collect();
-        let leases: BTreeMap<String, String> = self
-            .msgs
-            .iter()
-            .filter_map(|(id, m)| match m.state {
-                State::InFlight { token, .. } => Some((id.clone(), token.to_string())),
-                _ => None,
-            })
             .collect();
         let errors: BTreeMap<String, String> = self
             .msgs
@@ -581,7 +594,6 @@ impl Model {
         key_if("inflight", !inflight.is_empty());
         key_if("dead", !dead.is_empty());
         key_if("attempts", !attempts.is_empty());
-        key_if("leases", !leases.is_empty());
         key_if("errors", !errors.is_empty());
         key_if("stats", !stats.is_empty());
         Snapshot {
@@ -592,7 +604,6 @@ impl Model {
             dead,
             messages,
             attempts,
-            leases,
             errors,
             stats,
         }
