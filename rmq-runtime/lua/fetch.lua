@@ -34,7 +34,8 @@
 --    producers are not affected.
 -- Cost: a constant number of calls per popped batch, and per message one RPOP'd element,
 -- one envelope read and one inflight member; `attempts` is read only when it has entries.
--- Returns: { now, next_due (earliest delayed, -1), next_deadline (earliest lease, -1),
+-- Returns: { now in µs (clock_us: the instant the ms below were compared with),
+--            next_due (earliest delayed, ms, -1), next_deadline (earliest lease, ms, -1),
 --            expired (not delivered: TTL passed), lost (lapsed leases reclaimed),
 --            lease1, envelope1, lease2, envelope2, ... }
 
@@ -48,11 +49,17 @@ local want = tonumber(ARGV[2])
 local lease_ms = tonumber(ARGV[3])
 local max_attempts = tonumber(ARGV[4])
 local keep_expired = ARGV[7]
-if redis.call('EXISTS', KEYS[11]) == 1 then want = 0 end
+-- Each step first looks at the earliest member only, so an idle topic costs a handful of
+-- O(1)/O(log n) calls per fetch.
+local function due_by(first) return first[2] and tonumber(first[2]) <= now end
 
 -- 1. reclaim lapsed leases; pushed to the front latest-deadline first, so the earliest
---    ends up next in line
-local lapsed = redis.call('ZRANGEBYSCORE', k.inflight, '-inf', now, 'LIMIT', 0, 1000)
+--    ends up next in line (LEASE_PIN is scored +inf: never due)
+local first_lease = redis.call('ZRANGE', k.inflight, 0, 0, 'WITHSCORES')
+local lapsed = {}
+if due_by(first_lease) then
+  lapsed = redis.call('ZRANGEBYSCORE', k.inflight, '-inf', now, 'LIMIT', 0, 1000)
+end
 local lost = 0
 for i = #lapsed, 1, -1 do
   local lease = lapsed[i]
@@ -78,22 +85,33 @@ for i = #lapsed, 1, -1 do
   end
 end
 
+if lost > 0 then
+  unpin_if_idle(k.inflight)
+  first_lease = redis.call('ZRANGE', k.inflight, 0, 0, 'WITHSCORES')
+end
+
 -- 2. promote due delayed messages
-local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now, 'LIMIT', 0, 1000)
-for _, id in ipairs(due) do
-  redis.call('ZREM', k.delayed, id)
-  local envelope = redis.call('HGET', k.messages, id)
-  if envelope then
-    redis.call('LPUSH', KEYS[2 + priority_of(envelope)], id)
+local first_due = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
+if due_by(first_due) then
+  local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', k.delayed, id)
+    local envelope = redis.call('HGET', k.messages, id)
+    if envelope then
+      redis.call('LPUSH', KEYS[2 + priority_of(envelope)], id)
+    end
   end
+  first_due = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
 end
 
 -- 3. lease up to N ready messages (a constant number of calls per popped batch)
-local reply = { now, -1, -1, 0, lost }
+local reply = { clock_us, -1, -1, 0, lost }
 local leased = 0
 local expired = 0
 local deadline = tostring(now + lease_ms)
-local any_attempts = want > 0 and redis.call('EXISTS', k.attempts) == 1
+if want > 0 and redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) == 0 then want = 0 end
+if want > 0 and redis.call('EXISTS', KEYS[11]) == 1 then want = 0 end
+local any_attempts = nil -- does `attempts` have entries? asked once, when first needed
 for level = 0, 2 do
   while leased < want do
     local ids = redis.call('RPOP', KEYS[2 + level], want - leased)
@@ -119,6 +137,7 @@ for level = 0, 2 do
       end
     end
     if #live > 0 then
+      if any_attempts == nil then any_attempts = redis.call('EXISTS', k.attempts) == 1 end
       local previous = any_attempts and redis.call('HMGET', k.attempts, unpack(live)) or {}
       local first_token = redis.call('HINCRBY', k.stats, 'delivered', #live) - #live
       local members, carried = { '+inf', LEASE_PIN }, {}
@@ -140,9 +159,10 @@ end
 if expired > 0 then redis.call('HINCRBY', k.stats, 'expired', expired) end
 reply[4] = expired
 
-local first_due = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
 if first_due[2] then reply[2] = tonumber(first_due[2]) end
-if lost > 0 then unpin_if_idle(k.inflight) end
-local first_deadline = redis.call('ZRANGE', k.inflight, 0, 0, 'WITHSCORES')
-if first_deadline[1] ~= LEASE_PIN and first_deadline[2] then reply[3] = tonumber(first_deadline[2]) end
+-- the earliest lease: the one that was first before or the ones just made
+if first_lease[2] and first_lease[1] ~= LEASE_PIN then reply[3] = tonumber(first_lease[2]) end
+if leased > 0 and (reply[3] < 0 or tonumber(deadline) < reply[3]) then
+  reply[3] = tonumber(deadline)
+end
 return reply

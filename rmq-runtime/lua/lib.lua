@@ -3,12 +3,17 @@
 -- All scripts take their clock from ARGV[1] ("" = Redis' own TIME), so tests can drive a
 -- controllable clock while production uses the one clock every client shares.
 
+-- now_ms also sets clock_us, the same instant in microseconds (for replies that tell a
+-- client how long to wait: whole milliseconds would make it wake up to 1 ms late).
+local clock_us = 0
 local function now_ms(arg)
   if arg ~= nil and arg ~= '' then
+    clock_us = tonumber(arg) * 1000
     return tonumber(arg)
   end
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  clock_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  return math.floor(clock_us / 1000)
 end
 
 -- The priority digit (0 high, 1 normal, 2 low) is the envelope's first byte.

@@ -194,8 +194,8 @@ impl TopicQueue {
         if calls.is_empty() {
             return Ok(RoundTrip::default());
         }
-        let sent_at = Instant::now();
         let mut results = self.client.run_scripts(calls).await?.into_iter();
+        let received_at = Instant::now();
         for _ in acks.chunks(MAX_IDS_PER_CALL) {
             self.report_stale(results.next())?;
         }
@@ -204,7 +204,7 @@ impl TopicQueue {
         }
         if want > 0 {
             let reply = results.next().unwrap_or(Ok(Value::Nil))?;
-            return self.parse_fetch(reply, sent_at);
+            return self.parse_fetch(reply, received_at);
         }
         Ok(RoundTrip::default())
     }
@@ -350,7 +350,10 @@ impl TopicQueue {
         Ok(())
     }
 
-    fn parse_fetch(&self, reply: Value, sent_at: Instant) -> Result<RoundTrip, Error> {
+    /// Reads fetch.lua's reply. `received_at` anchors its clock: Redis ran the script
+    /// before the reply arrived, so a wake-up timed from there is never early, and late by
+    /// at most half a round trip.
+    fn parse_fetch(&self, reply: Value, received_at: Instant) -> Result<RoundTrip, Error> {
         let bad =
             |what: &str| Error::Protocol(format!("fetch.lua reply for `{}`: {what}", self.topic));
         let Value::Array(items) = reply else {
@@ -360,14 +363,17 @@ impl TopicQueue {
             Value::Int(n) => Some(*n),
             _ => None,
         };
-        let now = items.first().and_then(int).ok_or_else(|| bad("no clock"))?;
+        let now_us = items.first().and_then(int).ok_or_else(|| bad("no clock"))?;
         let next = [items.get(1).and_then(int), items.get(2).and_then(int)]
             .into_iter()
             .flatten()
             .filter(|t| *t >= 0)
             .min()
-            // +1 ms: the scripts compare whole milliseconds; never wake before the due time
-            .map(|t| sent_at + Duration::from_millis((t - now).max(0) as u64 + 1));
+            // due in whole ms: the scripts compare `due <= now_ms`, true from due * 1000 µs
+            .map(|t| {
+                let wait_us = t.saturating_mul(1000).saturating_sub(now_us).max(0);
+                received_at + Duration::from_micros(wait_us as u64)
+            });
         let mut deliveries = Vec::with_capacity(items.len().saturating_sub(5) / 2);
         let mut unreadable = Vec::new();
         let count = |i: usize| items.get(i).and_then(int).unwrap_or(0);

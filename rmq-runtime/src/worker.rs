@@ -224,7 +224,7 @@ impl Driver {
                 changed = self.stop.changed(), if !stopping => handle_dropped = changed.is_err(),
                 // renewal itself happens at the top of the loop
                 _ = tokio::time::sleep_until(next_renewal.into()), if holds_leases => {}
-                _ = tokio::time::sleep_until(wake_at.into()), if timer_on => {
+                _ = sleep_precisely_until(wake_at), if timer_on => {
                     if stopping && Instant::now() >= wake_at {
                         self.cancel_and_release(&mut st, &mut done_rx).await;
                         break;
@@ -438,5 +438,21 @@ impl Driver {
             }
             .instrument(span),
         );
+    }
+}
+
+/// Sleeps until `at`, to within about 0.1 ms. Tokio's timer ticks in whole milliseconds
+/// (a sleep ends up to 1 ms late), which alone would use up most of a delayed message's
+/// lateness budget; the last millisecond is slept on a blocking-pool thread, whose sleep
+/// the kernel ends on time. If the caller stops waiting, that thread just finishes its
+/// (at most 1 ms) sleep.
+async fn sleep_precisely_until(at: Instant) {
+    const TICK: Duration = Duration::from_millis(1);
+    if let Some(coarse) = at.checked_sub(TICK).filter(|c| *c > Instant::now()) {
+        tokio::time::sleep_until(coarse.into()).await;
+    }
+    let rest = at.saturating_duration_since(Instant::now());
+    if !rest.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
     }
 }

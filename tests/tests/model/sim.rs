@@ -322,7 +322,7 @@ impl Model {
         // 3. lease up to `want`, high before normal before low, FIFO within a level;
         //    expired ones are never delivered.
         let mut reply = vec![
-            R::Int(now as i64),
+            R::Int(now as i64 * 1000),
             R::Int(-1),
             R::Int(-1),
             R::Int(0),
