@@ -16,6 +16,8 @@
 //!                                  a ring of 60 minutes (m<slot> minute, c<slot> completed,
 //!                                  f<slot> failed; slot = minute % 60): bounded, never per message
 //! [prefix:]rmq:{T}:paused    string present while consumers must not lease (pause / resume)
+//! [prefix:]rmq:{T}:waiting   zset  idle consumers "<lease_ms>|<consumer>" by when they parked:
+//!                                  a new message may be pushed to one (`<wake>:<consumer>`)
 //! [prefix:]rmq:{T}:wake      pub/sub channel: "work is ready or due sooner than you think"
 //! ```
 //!
@@ -46,6 +48,8 @@ pub struct TopicKeys {
     pub metrics: String,
     /// Present while the topic is paused.
     pub paused: String,
+    /// Idle consumers a new message may be handed to directly.
+    pub waiting: String,
     /// Pub/sub channel that wakes idle consumers.
     pub wake: String,
 }
@@ -70,13 +74,14 @@ impl TopicKeys {
             stats: key("stats"),
             metrics: key("metrics"),
             paused: key("paused"),
+            waiting: key("waiting"),
             wake: key("wake"),
         }
     }
 
     /// `KEYS` of `produce.lua`, in its header's order. (One method per script, so the
     /// order each script expects is written once, here, for the runtime and the tests.)
-    pub fn for_produce(&self) -> [&str; 7] {
+    pub fn for_produce(&self) -> [&str; 10] {
         let [p0, p1, p2] = self.pending_refs();
         [
             &self.messages,
@@ -86,11 +91,14 @@ impl TopicKeys {
             &self.delayed,
             &self.stats,
             &self.wake,
+            &self.inflight,
+            &self.waiting,
+            &self.paused,
         ]
     }
 
     /// `KEYS` of `fetch.lua`.
-    pub fn for_fetch(&self) -> [&str; 11] {
+    pub fn for_fetch(&self) -> [&str; 12] {
         let [p0, p1, p2] = self.pending_refs();
         [
             &self.messages,
@@ -104,6 +112,7 @@ impl TopicKeys {
             &self.dead,
             &self.stats,
             &self.paused,
+            &self.waiting,
         ]
     }
 
@@ -196,6 +205,7 @@ impl TopicKeys {
             self.stats.as_str(),
             self.metrics.as_str(),
             self.paused.as_str(),
+            self.waiting.as_str(),
         ]);
         keys
     }

@@ -9,6 +9,7 @@
 -- KEYS[9] dead       zset  dead-lettered ids
 -- KEYS[10] stats     hash  counters (`delivered` also numbers the lease tokens)
 -- KEYS[11] paused    string, present while the topic is paused
+-- KEYS[12] waiting   zset  parked consumers "<lease_ms>|<consumer>" by when they parked
 -- ARGV[1] now (ms, "" = Redis TIME)
 -- ARGV[2] N, most messages to lease (at most 1000: Lua's unpack limit)
 -- ARGV[3] lease length (ms)
@@ -16,6 +17,7 @@
 -- ARGV[5] "1" to keep dead letters, "0" to drop them
 -- ARGV[6] most dead letters kept (oldest evicted beyond)
 -- ARGV[7] "1" to dead-letter expired messages (reason "expired"), "0" to delete them
+-- ARGV[8] this consumer's `waiting` member, "<lease_ms>|<consumer>", or "" (never park)
 --
 -- In order, atomically:
 -- 1. Lapsed leases (a consumer crashed or stalled): the delivery counts as an attempt;
@@ -32,6 +34,9 @@
 --    unique in the topic; ack.lua, fail.lua, renew.lua and release.lua take the lease
 --    back. A paused topic leases nothing (steps 1 and 2 still run, so nothing stalls), and
 --    producers are not affected.
+-- 4. A consumer that got fewer than N parks in `waiting` (ARGV[8]), so the next message
+--    produced may be handed to it directly (push_to_parked in lib.lua); one that got N is
+--    busy and leaves it.
 -- Cost: a constant number of calls per popped batch, and per message one RPOP'd element,
 -- one envelope read and one inflight member; `attempts` is read only when it has entries.
 -- Returns: { now in µs (clock_us: the instant the ms below were compared with),
@@ -49,6 +54,7 @@ local want = tonumber(ARGV[2])
 local lease_ms = tonumber(ARGV[3])
 local max_attempts = tonumber(ARGV[4])
 local keep_expired = ARGV[7]
+local asked = want
 -- Each step first looks at the earliest member only, so an idle topic costs a handful of
 -- O(1)/O(log n) calls per fetch.
 local function due_by(first) return first[2] and tonumber(first[2]) <= now end
@@ -158,6 +164,16 @@ for level = 0, 2 do
 end
 if expired > 0 then redis.call('HINCRBY', k.stats, 'expired', expired) end
 reply[4] = expired
+
+-- 4. park or leave
+local park = ARGV[8]
+if park ~= nil and park ~= '' then
+  if asked > 0 and leased < asked then
+    redis.call('ZADD', KEYS[12], now, park)
+  else
+    redis.call('ZREM', KEYS[12], park)
+  end
+end
 
 if first_due[2] then reply[2] = tonumber(first_due[2]) end
 -- the earliest lease: the one that was first before or the ones just made

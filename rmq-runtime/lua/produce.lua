@@ -5,42 +5,146 @@
 -- KEYS[5] delayed   zset  id by due time
 -- KEYS[6] stats     hash  counters
 -- KEYS[7] wake      (pub/sub channel name; passed as a key so its slot is known)
+-- KEYS[8] inflight  zset  leases by deadline
+-- KEYS[9] waiting   zset  parked (idle) consumers, see fetch.lua
+-- KEYS[10] paused   string, present while the topic is paused
 -- ARGV[1] now (ms, "" = Redis TIME)
 -- ARGV[2..] groups of 5: id, priority (0|1|2), delay_ms, ttl_ms (0 = none), body
 --
 -- Guarantees: a message whose id is already stored (in any state, dead included) is left
 -- untouched and reported as a duplicate: producing with an explicit id is idempotent.
+-- An id given twice in one call is stored once, as its first occurrence; the later ones are
+-- duplicates.
 -- Within a priority, ready messages keep production order (LPUSH here, RPOP in fetch).
 -- The envelope's timestamps come from this one clock.
+-- An idle consumer parked in `waiting` is handed the call's first ready message directly
+-- (push_to_parked in lib.lua: leased to it and published on its channel, one round trip
+-- saved) when no other message is ready and the topic is not paused; the message is then
+-- in flight, not pending.
+-- At most one wake-up per call: 'p' when a pending list went from empty to non-empty,
+-- otherwise 'd' when a new delayed message became the earliest one.
 -- Returns: one integer per message, 1 = stored, 0 = duplicate.
+--
+-- Cost: the Redis calls are per chunk of up to 1000 messages, not per message (HMGET for
+-- the duplicate check, one HSET of the envelopes, one LPUSH per priority level used, one
+-- ZADD), since each redis.call costs far more than the work it does. The Lua per message is
+-- kept to a few table writes and one concatenation.
 
-local k = { messages = KEYS[1], delayed = KEYS[5], stats = KEYS[6], wake = KEYS[7] }
+-- globals are table lookups; locals are registers
+local ARGV, KEYS, tonumber, unpack = ARGV, KEYS, tonumber, unpack
+
+local k = {
+  messages = KEYS[1], delayed = KEYS[5], stats = KEYS[6], wake = KEYS[7], inflight = KEYS[8],
+  waiting = KEYS[9],
+}
 local now = now_ms(ARGV[1])
-local results = {}
+if (#ARGV - 1) % 5 ~= 0 then
+  return redis.error_reply('produce.lua: the arguments after the clock come in groups of 5')
+end
+-- messages per chunk: keeps every unpack below Lua's limit (about 8000 values)
+local CHUNK = 1000
+
+local results = {}     -- the reply, one flag per message
 local stored = 0
 local woke = false
+local push_tried = false -- one message per call may be handed to a parked consumer
+local new = {}         -- id -> 'ready' | 'delayed', for the ids this call stored
+-- per priority argument: "<prio>|<now>|" and "<prio>|<now>|0|" (no TTL), and its list
+local prefix_of, prefix_no_ttl_of, list_of = {}, {}, {}
 
-for i = 2, #ARGV, 5 do
-  local id, prio = ARGV[i], tonumber(ARGV[i + 1])
-  local delay, ttl = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  -- TTL counts from the moment the message becomes ready, so a long delay cannot use it up.
-  local expire = 0
-  if ttl > 0 then expire = now + delay + ttl end
-  if redis.call('HSETNX', k.messages, id, prio .. '|' .. now .. '|' .. expire .. '|' .. ARGV[i + 4]) == 1 then
-    if delay > 0 then
-      redis.call('ZADD', k.delayed, now + delay, id)
-      if not woke then woke = wake_if_earliest(k.delayed, k.wake, id) end
-    else
-      if redis.call('LPUSH', KEYS[2 + prio], id) == 1 and not woke then
-        redis.call('PUBLISH', k.wake, 'p')
-        woke = true
-      end
-    end
-    stored = stored + 1
-    results[#results + 1] = 1
-  else
-    results[#results + 1] = 0
+-- Stores the messages whose groups start at ARGV[first], ARGV[first + 5], ... ARGV[last].
+local function store(first, last)
+  local ids, count = {}, 0
+  for a = first, last, 5 do
+    count = count + 1
+    ids[count] = ARGV[a]
   end
+  local existing = redis.call('HMGET', k.messages, unpack(ids, 1, count))
+
+  -- HSET arguments (id, envelope, ...), ready ids per list, ZADD arguments (due, id, ...)
+  local fields, nfields, ready, delayed, ndelayed = {}, 0, {}, {}, 0
+  local r = #results
+  local a = first
+  for n = 1, count do
+    local id = ids[n]
+    r = r + 1
+    if existing[n] or new[id] then
+      results[r] = 0
+    else
+      local p, d, t = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+      local prefix = prefix_of[p]
+      if prefix == nil then
+        local prio = tonumber(p)
+        prefix = prio .. '|' .. now .. '|'
+        prefix_of[p], prefix_no_ttl_of[p], list_of[p] = prefix, prefix .. '0|', KEYS[2 + prio]
+      end
+      local delay = 0
+      if d ~= '0' then delay = tonumber(d) end
+      local envelope
+      if t == '0' then
+        envelope = prefix_no_ttl_of[p] .. ARGV[a + 4]
+      else
+        -- TTL counts from the moment the message becomes ready, so a long delay cannot use
+        -- it up.
+        local ttl, expire = tonumber(t), 0
+        if ttl > 0 then expire = now + delay + ttl end
+        envelope = prefix .. expire .. '|' .. ARGV[a + 4]
+      end
+      fields[nfields + 1], fields[nfields + 2] = id, envelope
+      nfields = nfields + 2
+      if delay > 0 then
+        new[id] = 'delayed'
+        delayed[ndelayed + 1], delayed[ndelayed + 2] = now + delay, id
+        ndelayed = ndelayed + 2
+      else
+        new[id] = 'ready'
+        local handed = false
+        if not push_tried then
+          -- the first ready message of the call goes straight to an idle consumer, when
+          -- one is parked, nothing else is ready and the topic is not paused
+          push_tried = true
+          handed = redis.call('EXISTS', k.waiting) == 1
+            and redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) == 0
+            and redis.call('EXISTS', KEYS[10]) == 0
+            and push_to_parked(k, id, envelope, now)
+        end
+        if not handed then
+          local list = ready[list_of[p]]
+          if list == nil then
+            ready[list_of[p]] = { id }
+          else
+            list[#list + 1] = id
+          end
+        end
+      end
+      stored = stored + 1
+      results[r] = 1
+    end
+    a = a + 5
+  end
+  if nfields == 0 then return end
+
+  redis.call('HSET', k.messages, unpack(fields, 1, nfields))
+  -- in production order: the first pushed is the first popped. LPUSH returns the new
+  -- length, which equals the number pushed exactly when the list was empty before.
+  for list, pushed in pairs(ready) do
+    if redis.call('LPUSH', list, unpack(pushed)) == #pushed and not woke then
+      redis.call('PUBLISH', k.wake, 'p')
+      woke = true
+    end
+  end
+  if ndelayed > 0 then
+    redis.call('ZADD', k.delayed, unpack(delayed, 1, ndelayed))
+    -- one of them became the earliest exactly when the earliest now is one of them
+    if not woke and new[redis.call('ZRANGE', k.delayed, 0, 0)[1]] == 'delayed' then
+      redis.call('PUBLISH', k.wake, 'd')
+      woke = true
+    end
+  end
+end
+
+for first = 2, #ARGV, 5 * CHUNK do
+  store(first, math.min(first + 5 * CHUNK - 1, #ARGV))
 end
 
 if stored > 0 then redis.call('HINCRBY', k.stats, 'produced', stored) end

@@ -158,17 +158,39 @@ pub(crate) struct TopicQueue {
     pub(crate) topic: &'static str,
     pub(crate) keys: TopicKeys,
     pub(crate) policy: Policy,
+    /// This consumer's member of `waiting` (`<lease_ms>|<consumer>`), see fetch.lua.
+    park: String,
     client: Client,
 }
 
 impl TopicQueue {
-    pub(crate) fn new(client: Client, topic: &'static str, policy: Policy) -> Self {
+    /// The queue of `topic` as seen by consumer `consumer` (unique per runtime).
+    pub(crate) fn new(client: Client, topic: &'static str, policy: Policy, consumer: &str) -> Self {
         TopicQueue {
             keys: client.keys(topic),
             topic,
+            park: format!("{}|{consumer}", millis(policy.lease)),
             policy,
             client,
         }
+    }
+
+    /// Takes this consumer out of `waiting`: no producer hands it a message any more.
+    pub(crate) async fn unpark(&self) -> Result<(), Error> {
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(&self.keys.waiting).arg(&self.park);
+        self.client
+            .run_scripts(vec![cmd])
+            .await?
+            .pop()
+            .transpose()?;
+        Ok(())
+    }
+
+    /// The channel on which producers hand this consumer a message directly.
+    pub(crate) fn push_channel(&self) -> String {
+        let consumer = self.park.split_once('|').map_or("", |(_, c)| c);
+        format!("{}:{consumer}", self.keys.wake)
     }
 
     /// Writes `settled` and leases up to `want` messages, in one round trip.
@@ -253,7 +275,8 @@ impl TopicQueue {
             .arg(self.policy.max_attempts)
             .arg(flag(self.policy.keep_dead))
             .arg(self.policy.max_dead)
-            .arg(flag(self.policy.keep_expired));
+            .arg(flag(self.policy.keep_expired))
+            .arg(&self.park);
         call
     }
 
@@ -350,6 +373,60 @@ impl TopicQueue {
         Ok(())
     }
 
+    /// A leased message ready for its handler, or (an envelope rmq did not write: never
+    /// deliverable, kept for a human) the failure that dead-letters it.
+    fn delivery(&self, lease: Lease, stored: &[u8]) -> Result<(Delivery, Lease), Settlement> {
+        let env = match envelope::decode(stored) {
+            Ok(env) => env,
+            Err(e) => {
+                return Err(Settlement {
+                    dead_reason: Some("unreadable envelope"),
+                    ..Settlement::new(
+                        lease,
+                        Err(HandlerError::dead_letter(format!(
+                            "unreadable envelope: {e}"
+                        ))),
+                    )
+                })
+            }
+        };
+        let context = Context::new(
+            lease.id.clone(),
+            self.topic,
+            lease.attempt,
+            env.produced_at(),
+            env.headers,
+        );
+        let delivery = Delivery {
+            payload: env.payload,
+            context,
+        };
+        Ok((delivery, lease))
+    }
+
+    /// Reads a message push_to_parked (lib.lua) handed to this consumer:
+    /// `<lease length>:<lease><envelope>`. `None` when it is not one (logged).
+    pub(crate) fn pushed(&self, message: &[u8]) -> Option<Result<(Delivery, Lease), Settlement>> {
+        let parsed = (|| {
+            let colon = message.iter().position(|b| *b == b':')?;
+            let len: usize = std::str::from_utf8(&message[..colon]).ok()?.parse().ok()?;
+            let rest = &message[colon + 1..];
+            let lease = std::str::from_utf8(rest.get(..len)?).ok()?;
+            Some((Lease::parse(lease.to_owned())?, &rest[len..]))
+        })();
+        match parsed {
+            Some((lease, stored)) => Some(self.delivery(lease, stored)),
+            None => {
+                tracing::warn!(
+                    topic = self.topic,
+                    bytes = message.len(),
+                    "ignored a malformed message on this consumer's push channel (its lease, if any, lapses and the message is delivered again)"
+                );
+                None
+            }
+        }
+    }
+
     /// Reads fetch.lua's reply. `received_at` anchors its clock: Redis ran the script
     /// before the reply arrived, so a wake-up timed from there is never early, and late by
     /// at most half a round trip.
@@ -402,36 +479,10 @@ impl TopicQueue {
                 .ok()
                 .and_then(Lease::parse)
                 .ok_or_else(|| bad("malformed lease"))?;
-            let env = match envelope::decode(&stored) {
-                Ok(env) => env,
-                Err(e) => {
-                    // written by something other than rmq: never deliverable, keep it for a human
-                    unreadable.push(Settlement {
-                        dead_reason: Some("unreadable envelope"),
-                        ..Settlement::new(
-                            lease,
-                            Err(HandlerError::dead_letter(format!(
-                                "unreadable envelope: {e}"
-                            ))),
-                        )
-                    });
-                    continue;
-                }
-            };
-            let context = Context::new(
-                lease.id.clone(),
-                self.topic,
-                lease.attempt,
-                env.produced_at(),
-                env.headers,
-            );
-            deliveries.push((
-                Delivery {
-                    payload: env.payload,
-                    context,
-                },
-                lease,
-            ));
+            match self.delivery(lease, &stored) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(settlement) => unreadable.push(settlement),
+            }
         }
         Ok(RoundTrip {
             deliveries,

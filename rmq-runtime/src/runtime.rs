@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rmq_core::registry::registrations;
-use rmq_core::{HandlerRegistration, Topic};
-use tokio::sync::{watch, Notify, Semaphore};
+use rmq_core::{HandlerRegistration, MessageId, Topic};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::client::{global_client, Client};
@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::fetcher::{Policy, TopicQueue};
 use crate::state::{RuntimeState, Shared};
+use crate::wake::Route;
 use crate::worker::Driver;
 
 /// Runs every `#[handler]` linked into the program with the process-wide client until
@@ -163,14 +164,19 @@ impl RuntimeBuilder {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut channels = HashMap::new();
         let mut drivers = JoinSet::new();
+        // names this runtime in `waiting` and its push channels (see wake.rs)
+        let consumer = MessageId::generate();
         for registration in &selected {
             let wake = Arc::new(Notify::new());
             let queue = TopicQueue::new(
                 client.clone(),
                 registration.topic,
                 Policy::resolve(&registration.options, &config),
+                consumer.as_str(),
             );
-            channels.insert(queue.keys.wake.clone(), wake.clone());
+            let (push_tx, pushed) = mpsc::unbounded_channel();
+            channels.insert(queue.keys.wake.clone(), Route::Wake(wake.clone()));
+            channels.insert(queue.push_channel(), Route::Push(push_tx));
             let limit = limits
                 .get(registration.topic)
                 .copied()
@@ -184,6 +190,7 @@ impl RuntimeBuilder {
                     workers: workers.clone(),
                     shared: shared.clone(),
                     wake,
+                    pushed: Some(pushed),
                     stop: stop_rx.clone(),
                     poll_interval: config.poll_interval,
                     shutdown_timeout: config.shutdown_timeout,

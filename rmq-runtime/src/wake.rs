@@ -4,19 +4,31 @@
 //! into a `Notify` permit for the topic's driver, which then fetches. Pub/sub can drop a
 //! message while reconnecting, so after every (re)subscribe all drivers fetch once, and each
 //! driver also fetches every `poll_interval` as a safety net.
+//!
+//! The same connection subscribes to each topic's push channel of this consumer
+//! (`<wake>:<consumer>`), on which a producer hands a new message straight to an idle
+//! consumer (`push_to_parked` in lib.lua); the listener passes those to the driver.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::client::Client;
 
+/// Where the messages of one channel go.
+pub(crate) enum Route {
+    /// A topic's wake channel: its driver fetches.
+    Wake(Arc<Notify>),
+    /// A topic's push channel of this consumer: the message goes to its driver.
+    Push(mpsc::UnboundedSender<Vec<u8>>),
+}
+
 pub(crate) async fn listen(
     client: Client,
-    channels: HashMap<String, Arc<Notify>>,
+    channels: HashMap<String, Route>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -27,13 +39,23 @@ pub(crate) async fn listen(
                 .subscribe(channels.keys().collect::<Vec<_>>())
                 .await?;
             // anything produced before the subscription took effect is found by this fetch
-            for notify in channels.values() {
-                notify.notify_one();
+            // (and parks the consumer again: a producer dropped it while nobody listened)
+            for route in channels.values() {
+                if let Route::Wake(notify) = route {
+                    notify.notify_one();
+                }
             }
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
-                if let Some(notify) = channels.get(message.get_channel_name()) {
-                    notify.notify_one();
+                match channels.get(message.get_channel_name()) {
+                    Some(Route::Wake(notify)) => notify.notify_one(),
+                    // a driver that already stopped cannot take it: its lease lapses and
+                    // the message is delivered again (the driver leaves `waiting` when its
+                    // stop begins, so this needs a push already on its way then)
+                    Some(Route::Push(driver)) => {
+                        let _ = driver.send(message.get_payload_bytes().to_vec());
+                    }
+                    None => {}
                 }
             }
             Ok::<_, redis::RedisError>(())

@@ -55,6 +55,8 @@ pub(crate) struct Driver {
     pub(crate) shared: Arc<Shared>,
     /// Notified by the wake listener when work may be ready.
     pub(crate) wake: Arc<Notify>,
+    /// Messages a producer handed this consumer directly (taken by `run`).
+    pub(crate) pushed: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) poll_interval: Duration,
     pub(crate) shutdown_timeout: Duration,
@@ -124,6 +126,8 @@ impl Driver {
     pub(crate) async fn run(mut self) {
         let topic = self.queue.topic;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Settlement>();
+        let (_, no_pushes) = mpsc::unbounded_channel();
+        let mut pushed = self.pushed.take().unwrap_or(no_pushes);
         let renew_every = self.queue.policy.lease / 3;
         let mut st = State {
             handlers: JoinSet::new(),
@@ -161,6 +165,10 @@ impl Driver {
                     "stopping: no new fetches; waiting for running handlers"
                 );
                 self.release_buffer(&mut st).await;
+                // no more messages pushed to this consumer
+                if let Err(e) = self.queue.unpark().await {
+                    tracing::debug!(topic, error = %e, "could not leave `waiting`; a producer finds out when it publishes");
+                }
             }
             let stopping = st.stop_deadline.is_some();
             if stopping && st.idle() {
@@ -208,6 +216,19 @@ impl Driver {
                     self.trip_done(&mut st, result).await;
                 }
                 Some(s) = done_rx.recv() => st.finished(s),
+                Some(message) = pushed.recv() => {
+                    match self.queue.pushed(&message) {
+                        Some(Ok(delivery)) => st.buffered.push_back(delivery),
+                        Some(Err(unreadable)) => st.settled.push(unreadable),
+                        None => {}
+                    }
+                    // a producer took this consumer out of `waiting`: the next fetch
+                    // parks it again (or finds what came meanwhile)
+                    st.want_fetch = true;
+                    if stopping {
+                        self.release_buffer(&mut st).await;
+                    }
+                }
                 permit = self.workers.clone().acquire_owned(), if can_start => {
                     if let Ok(permit) = permit {
                         let (delivery, lease) = st.buffered.pop_front().expect("can_start");

@@ -41,6 +41,16 @@ async fn lease_deadline(env: &TestEnv, id: &str) -> Option<u64> {
         .map(|(_, deadline)| deadline as u64)
 }
 
+/// Produces `Work { n: 1, action }`; its id.
+async fn produce_one(f: &FaultEnv, action: Action) -> String {
+    f.env
+        .client
+        .produce(Work { n: 1, action })
+        .await
+        .expect("produce")
+        .into_string()
+}
+
 fn stat(stats: &std::collections::HashMap<String, i64>, name: &str) -> i64 {
     stats.get(name).copied().unwrap_or(0)
 }
@@ -57,16 +67,7 @@ async fn sigkilled_consumer_message_is_completed_by_another_after_the_lease() {
     let mut a = f
         .consumer("a", &[LEASE_ENV, no_poll, ("MQ_MAX_WORKERS", "2")])
         .await;
-    let id = f
-        .env
-        .client
-        .produce(Work {
-            n: 1,
-            action: Action::Sleep { ms: 30_000 },
-        })
-        .await
-        .expect("produce")
-        .into_string();
+    let id = produce_one(&f, Action::Sleep { ms: 30_000 }).await;
     let a_pid = a.pid;
     f.wait_log("consumer a to start the message", PATIENCE, |d| {
         d.starts(&id).iter().any(|l| l.pid == a_pid)
@@ -273,18 +274,13 @@ async fn a_handler_running_three_leases_long_is_delivered_once() {
     let mut a = f.consumer("a", &vars).await;
     let mut b = f.consumer("b", &vars).await;
     let run = LEASE * 3;
-    let id = f
-        .env
-        .client
-        .produce(Work {
-            n: 1,
-            action: Action::Sleep {
-                ms: run.as_millis() as u64,
-            },
-        })
-        .await
-        .expect("produce")
-        .into_string();
+    let id = produce_one(
+        &f,
+        Action::Sleep {
+            ms: run.as_millis() as u64,
+        },
+    )
+    .await;
     f.wait_log("a consumer to start the message", PATIENCE, |d| {
         !d.starts(&id).is_empty()
     })
@@ -589,4 +585,123 @@ async fn sigterm_under_load_loses_nothing_and_completes_nothing_twice() {
     let stats = f.env.stats(Work::NAME).await;
     assert_eq!(stat(&stats, "completed"), total as i64, "stats: {stats:?}");
     assert_eq!(stat(&stats, "lost"), 0, "stats: {stats:?}");
+}
+
+/// Waits until `n` consumers of `Work` are parked in `waiting` (idle, ready for a push).
+async fn wait_parked(f: &FaultEnv, n: usize) {
+    let waiting = f.env.keys(Work::NAME).waiting;
+    let start = Instant::now();
+    while f.env.len(&waiting).await != n {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{n} consumer(s) never parked in `waiting`:\n{}",
+            f.env.describe().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A message produced while the only consumer is idle is handed to it directly (pushed on
+/// its channel, leased to it in the same script). If that consumer is stalled (its process
+/// stopped, its connection still open) the push is not lost: the lease lapses and another
+/// consumer runs the message, as after a fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_pushed_to_a_stalled_consumer_is_run_by_another_after_the_lease() {
+    let mut f = FaultEnv::start("fault_push_stall", &[]).await;
+    let no_poll = ("MQ_POLL_INTERVAL", "60s");
+    let mut a = f.consumer("a", &[LEASE_ENV, no_poll]).await;
+    wait_parked(&f, 1).await;
+    a.signal("STOP");
+    let id = produce_one(&f, Action::Sleep { ms: 10 }).await;
+    // a cannot have fetched it: the producer leased it to a and nothing is pending
+    assert_eq!(
+        f.env.in_flight(Work::NAME).await,
+        1,
+        "{}",
+        f.env.describe().await
+    );
+    assert!(f.env.pending_ids(Work::NAME).await.is_empty());
+    assert_eq!(f.env.len(&f.env.keys(Work::NAME).waiting).await, 0);
+
+    let b = f.consumer("b", &[LEASE_ENV, no_poll]).await;
+    let b_pid = b.pid;
+    f.wait_log(
+        "consumer b to run the message after a's lease lapsed",
+        PATIENCE,
+        |d| d.dones(&id).iter().any(|l| l.pid == b_pid),
+    )
+    .await;
+    a.sigkill();
+    f.env.assert_eventually_clean().await;
+    assert_eq!(
+        f.deliveries().summary(&id),
+        vec![
+            ("start".to_string(), 2, b_pid),
+            ("done".to_string(), 2, b_pid)
+        ],
+        "the pushed delivery (attempt 1) never ran; b ran the second"
+    );
+    assert_eq!(f.env.stat(Work::NAME, "lost").await, 1);
+    assert_eq!(f.env.stat(Work::NAME, "completed").await, 1);
+}
+
+/// A consumer killed while parked leaves a member in `waiting`, but its connection is
+/// gone: a producer finds nobody listening on its channel and queues the message as usual,
+/// so another consumer runs it at once, not after a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_parked_consumer_takes_no_message() {
+    let mut f = FaultEnv::start("fault_push_dead", &[]).await;
+    let no_poll = ("MQ_POLL_INTERVAL", "60s");
+    // the default 30 s lease: waiting for one would fail the test
+    let mut a = f.consumer("a", &[no_poll]).await;
+    wait_parked(&f, 1).await;
+    a.sigkill();
+    let mut b = f.consumer("b", &[no_poll]).await;
+    // b parks too; a's member stays until a producer meets it
+    wait_parked(&f, 2).await;
+    // b parked last, so a producer tries b first: make a's member the newest
+    let mut redis = f.env.redis.clone();
+    let waiting = f.env.keys(Work::NAME).waiting;
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&waiting)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .expect("ZRANGE waiting");
+    for (i, member) in members.iter().enumerate() {
+        // a parked first: give it the later score
+        let score = if i == 0 { 2_000_000_000_000u64 } else { 1 };
+        let _: i64 = redis::cmd("ZADD")
+            .arg(&waiting)
+            .arg(score)
+            .arg(member)
+            .query_async(&mut redis)
+            .await
+            .expect("ZADD");
+    }
+    let started = Instant::now();
+    let id = produce_one(&f, Action::Sleep { ms: 10 }).await;
+    let b_pid = b.pid;
+    f.wait_log(
+        "consumer b to run the message",
+        Duration::from_secs(5),
+        |d| d.dones(&id).iter().any(|l| l.pid == b_pid),
+    )
+    .await;
+    eprintln!(
+        "message run by b {:?} after it was produced",
+        started.elapsed()
+    );
+    assert_eq!(
+        f.deliveries().summary(&id),
+        vec![
+            ("start".to_string(), 1, b_pid),
+            ("done".to_string(), 1, b_pid)
+        ],
+        "one delivery, first attempt"
+    );
+    assert_eq!(f.env.stat(Work::NAME, "lost").await, 0);
+    b.stop_gracefully(EXIT_PATIENCE).await;
+    f.env.assert_eventually_clean().await;
 }

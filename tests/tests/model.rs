@@ -275,6 +275,8 @@ pub struct Snapshot {
     pub attempts: BTreeMap<String, String>,
     pub errors: BTreeMap<String, String>,
     pub stats: BTreeMap<String, i64>,
+    /// Parked consumers, `(member, parked at)` in ZRANGE order.
+    pub waiting: Vec<(String, u64)>,
 }
 
 impl Snapshot {
@@ -312,6 +314,7 @@ impl Snapshot {
         field("delayed", rel(&self.delayed), rel(&real.delayed));
         field("inflight", rel(&self.inflight), rel(&real.inflight));
         field("dead", rel(&self.dead), rel(&real.dead));
+        field("waiting", rel(&self.waiting), rel(&real.waiting));
         field(
             "m",
             format!("{:?}", self.messages),
@@ -947,6 +950,12 @@ fn run_case(real: &mut Real, params: Params, ops: &[Op]) -> Result<Coverage, Fai
         let now = exec.model.now;
         let (reply, leased) = exec.model.apply(&call);
         exec.settle(&call, leased.clone());
+        if let Call::Produce(_) = call {
+            // messages handed straight to parked consumers
+            for (consumer, lease) in std::mem::take(&mut exec.model.pushed) {
+                exec.held[consumer].push(lease);
+            }
+        }
         predicted.push(Predicted {
             call,
             now,

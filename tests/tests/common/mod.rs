@@ -120,7 +120,7 @@ impl TestEnv {
             .collect()
     }
 
-    /// Waits until nothing but `:stats` and `:metrics` is left under the prefix; panics
+    /// Waits until nothing but `:stats`, `:metrics` and `:waiting` is left under the prefix; panics
     /// with what is left.
     pub async fn assert_eventually_clean(&self) {
         let redis = self.redis.clone();
@@ -260,9 +260,10 @@ impl TestEnv {
 
 /// The config every test uses: the private server and the test's prefix, defaults
 /// otherwise.
-/// A topic's counters and metrics: kept by design, unlike anything per message.
+/// A topic's counters and metrics, and its idle consumers (`waiting`): kept by design,
+/// unlike anything per message.
 fn is_observation(key: &str) -> bool {
-    key.ends_with(":stats") || key.ends_with(":metrics")
+    key.ends_with(":stats") || key.ends_with(":metrics") || key.ends_with(":waiting")
 }
 
 pub fn config(server: &RedisServer, prefix: &str) -> Config {

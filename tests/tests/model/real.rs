@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use redis::Value;
 use rmq_runtime::TopicKeys;
 
+use super::sim::{park_member, LISTENING};
 use super::{Call, Params, Sent, Snapshot, DEAD_REASON, R};
 
 const LIB: &str = include_str!("../../../rmq-runtime/lua/lib.lua");
@@ -22,21 +23,21 @@ const PURGE: &str = include_str!("../../../rmq-runtime/lua/purge.lua");
 
 /// Read-only: everything the topic holds, as one string (one line per structure, items
 /// separated by tabs), so a step costs one round trip and little parsing.
-/// KEYS: p0, p1, p2, delayed, inflight, dead, m, attempts, errors, stats, then
+/// KEYS: p0, p1, p2, delayed, inflight, dead, waiting, m, attempts, errors, stats, then
 /// `metrics` (observations, not state: the model does not follow it);
 /// ARGV: their short names. The first line is DBSIZE (keys outside the topic show there).
 const DUMP: &str = r#"
 local out = {}
 local function line(items) out[#out + 1] = table.concat(items, '\t') end
 local present = {}
-for i = 1, 10 do
+for i = 1, 11 do
   if redis.call('EXISTS', KEYS[i]) == 1 then present[#present + 1] = ARGV[i] end
 end
-line({ redis.call('DBSIZE') - redis.call('EXISTS', KEYS[11]) })
+line({ redis.call('DBSIZE') - redis.call('EXISTS', KEYS[12]) })
 line(present)
 for i = 1, 3 do line(redis.call('LRANGE', KEYS[i], 0, -1)) end
-for i = 4, 6 do line(redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES')) end
-for i = 7, 10 do line(redis.call('HGETALL', KEYS[i])) end
+for i = 4, 7 do line(redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES')) end
+for i = 8, 11 do line(redis.call('HGETALL', KEYS[i])) end
 return table.concat(out, '\n')
 "#;
 
@@ -58,6 +59,10 @@ struct Shas {
 
 pub struct Real {
     con: redis::Connection,
+    url: String,
+    /// Subscribed to the push channels of the consumers that listen (`sim::LISTENING`),
+    /// never read: only so that PUBLISH counts a listener there, as for a live consumer.
+    listener: Option<std::net::TcpStream>,
     keys: TopicKeys,
     base: String,
     sha: Shas,
@@ -120,18 +125,67 @@ impl Real {
         };
         let keys = TopicKeys::new(PREFIX, TOPIC);
         let base = keys.messages.trim_end_matches('m').to_string();
-        Real {
+        let mut real = Real {
             con,
+            url: url.to_string(),
+            listener: None,
             keys,
             base,
             sha,
-        }
+        };
+        real.subscribe();
+        real
     }
 
     pub fn reset(&mut self) {
         redis::cmd("FLUSHDB")
             .query::<()>(&mut self.con)
             .expect("FLUSHDB");
+        // what was pushed to the listener is read and thrown away, so it never piles up
+        if let Some(listener) = self.listener.as_mut() {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = std::io::Read::read(listener, &mut buf) {
+                if n == 0 {
+                    panic!("the listener connection closed");
+                }
+            }
+        }
+    }
+
+    /// Subscribes the listener (once per run: a connection closing while a new one
+    /// subscribes would let PUBSUB NUMSUB count the old one).
+    fn subscribe(&mut self) {
+        let channels: Vec<String> = (0..LISTENING.len())
+            .filter(|c| LISTENING[*c])
+            .map(|c| format!("{}:c{c}", self.keys.wake))
+            .collect();
+        let addr = self
+            .url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_string();
+        let mut stream = std::net::TcpStream::connect(&addr).expect("listener connection");
+        let mut command = format!("*{}\r\n$9\r\nSUBSCRIBE\r\n", channels.len() + 1);
+        for channel in &channels {
+            command += &format!("${}\r\n{channel}\r\n", channel.len());
+        }
+        std::io::Write::write_all(&mut stream, command.as_bytes()).expect("SUBSCRIBE");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut numsub = redis::cmd("PUBSUB");
+            numsub.arg("NUMSUB").arg(&channels);
+            let counts: Vec<(String, i64)> = numsub.query(&mut self.con).expect("PUBSUB NUMSUB");
+            if counts.iter().all(|(_, n)| *n == 1) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "listener never subscribed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        stream.set_nonblocking(true).expect("non-blocking listener");
+        self.listener = Some(stream);
     }
 
     fn script(sha: &str, keys: &[&str], args: Vec<String>) -> Option<redis::Cmd> {
@@ -166,7 +220,7 @@ impl Real {
                 let keys = k.for_produce();
                 Self::script(sha, &keys, args)
             }
-            Call::Fetch { n, .. } => {
+            Call::Fetch { n, consumer } => {
                 let args = vec![
                     now,
                     n.to_string(),
@@ -175,6 +229,7 @@ impl Real {
                     flag(p.keep_dead).to_string(),
                     p.max_dead.to_string(),
                     flag(p.keep_expired).to_string(),
+                    park_member(p, *consumer),
                 ];
                 let sha = &self.sha.fetch;
                 let keys = k.for_fetch();
@@ -261,6 +316,7 @@ impl Real {
             &k.delayed,
             &k.inflight,
             &k.dead,
+            &k.waiting,
             &k.messages,
             &k.attempts,
             &k.errors,
@@ -337,6 +393,7 @@ fn parse_dump(dump: &str) -> Result<Snapshot, String> {
     let delayed = zset(next()?)?;
     let inflight = zset(next()?)?;
     let dead = zset(next()?)?;
+    let waiting = zset(next()?)?;
     let hash = |flat: Vec<String>| -> BTreeMap<String, String> {
         flat.chunks(2)
             .map(|pair| (pair[0].clone(), pair.get(1).cloned().unwrap_or_default()))
@@ -359,5 +416,6 @@ fn parse_dump(dump: &str) -> Result<Snapshot, String> {
         attempts,
         errors,
         stats,
+        waiting,
     })
 }

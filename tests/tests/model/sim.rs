@@ -83,6 +83,19 @@ pub struct Model {
     /// Per level, front (next to fetch) first.
     pending: [VecDeque<String>; 3],
     stats: BTreeMap<&'static str, i64>,
+    /// `waiting`: parked consumers' members (`<lease>|c<n>`) and when they parked.
+    parked: BTreeMap<String, u64>,
+    /// Leases the last produce handed to parked consumers, with the consumer.
+    pub pushed: Vec<(usize, Lease)>,
+}
+
+/// Which consumers listen on their push channel (the runner subscribes to theirs); the
+/// others are gone as far as pub/sub knows, so a producer skips them.
+pub const LISTENING: [bool; super::CONSUMERS] = [true, true, false];
+
+/// A consumer's member of `waiting` (what the runner sends as fetch.lua's ARGV[8]).
+pub fn park_member(p: &Params, consumer: usize) -> String {
+    format!("{}|c{consumer}", p.lease)
 }
 
 impl Model {
@@ -93,6 +106,8 @@ impl Model {
             msgs: BTreeMap::new(),
             pending: Default::default(),
             stats: BTreeMap::new(),
+            parked: BTreeMap::new(),
+            pushed: Vec::new(),
         }
     }
 
@@ -169,7 +184,17 @@ impl Model {
     pub fn apply(&mut self, call: &Call) -> (R, Vec<Lease>) {
         match call {
             Call::Produce(items) => (self.produce(items), Vec::new()),
-            Call::Fetch { n, .. } => self.fetch(*n),
+            Call::Fetch { n, consumer } => {
+                let (reply, leased) = self.fetch(*n);
+                // 4. fewer than asked: parks; else (busy) leaves `waiting`
+                let member = park_member(&self.p, *consumer);
+                if (leased.len() as u64) < *n {
+                    self.parked.insert(member, self.now);
+                } else {
+                    self.parked.remove(&member);
+                }
+                (reply, leased)
+            }
             Call::Ack { sent, .. } => (self.ack(sent), Vec::new()),
             Call::Fail { items, .. } => (self.fail(items), Vec::new()),
             Call::Renew { sent, .. } => (self.renew(sent), Vec::new()),
@@ -230,6 +255,8 @@ impl Model {
         let now = self.now;
         let mut flags = Vec::new();
         let mut stored = 0;
+        let mut push_tried = false;
+        self.pushed.clear();
         for item in items {
             if self.msgs.contains_key(&item.id) {
                 flags.push(R::Int(0));
@@ -241,8 +268,24 @@ impl Model {
             } else {
                 0
             };
+            let handed = if item.delay == 0 && !push_tried {
+                push_tried = true;
+                self.push_to_parked()
+            } else {
+                None
+            };
             let state = if item.delay > 0 {
                 State::Delayed(now + item.delay)
+            } else if let Some((consumer, deadline, token)) = handed {
+                self.pushed.push((
+                    consumer,
+                    Lease {
+                        id: item.id.clone(),
+                        token,
+                        attempt: 1,
+                    },
+                ));
+                State::InFlight { deadline, token }
             } else {
                 self.pending[item.prio].push_back(item.id.clone());
                 State::Pending
@@ -254,8 +297,8 @@ impl Model {
                     produced: now,
                     expire,
                     body: item.body.clone(),
+                    attempts: u64::from(matches!(state, State::InFlight { .. })),
                     state,
-                    attempts: 0,
                     error: None,
                 },
             );
@@ -264,6 +307,32 @@ impl Model {
         }
         self.count("produced", stored);
         R::List(flags)
+    }
+
+    /// lib.lua `push_to_parked` for a new ready message, when nothing else is ready: the
+    /// consumer that parked last (ZPOPMAX: highest score, then highest member) takes it if
+    /// it listens; the ones that do not are dropped from `waiting` on the way. Returns the
+    /// consumer, the lease deadline and the token.
+    fn push_to_parked(&mut self) -> Option<(usize, u64, u64)> {
+        if self.pending.iter().any(|level| !level.is_empty()) {
+            return None;
+        }
+        loop {
+            let (member, _) = self
+                .parked
+                .iter()
+                .max_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)))
+                .map(|(m, at)| (m.clone(), *at))?;
+            self.parked.remove(&member);
+            let (lease_ms, name) = member.split_once('|').expect("<lease>|c<n>");
+            let consumer: usize = name.trim_start_matches('c').parse().expect("c<n>");
+            if LISTENING[consumer] {
+                let token = self.stats.get("delivered").copied().unwrap_or(0) as u64 + 1;
+                self.count("delivered", 1);
+                let deadline = self.now + lease_ms.parse::<u64>().expect("lease ms");
+                return Some((consumer, deadline, token));
+            }
+        }
     }
 
     fn fetch(&mut self, want: u64) -> (R, Vec<Lease>) {
@@ -596,6 +665,11 @@ impl Model {
         key_if("attempts", !attempts.is_empty());
         key_if("errors", !errors.is_empty());
         key_if("stats", !stats.is_empty());
+        let mut waiting: Vec<(u64, String)> =
+            self.parked.iter().map(|(m, at)| (*at, m.clone())).collect();
+        waiting.sort();
+        let waiting: Vec<(String, u64)> = waiting.into_iter().map(|(at, m)| (m, at)).collect();
+        key_if("waiting", !waiting.is_empty());
         Snapshot {
             keys,
             pending,
@@ -606,6 +680,7 @@ impl Model {
             attempts,
             errors,
             stats,
+            waiting,
         }
     }
 }
