@@ -25,10 +25,13 @@
 -- otherwise 'd' when a new delayed message became the earliest one.
 -- Returns: one integer per message, 1 = stored, 0 = duplicate.
 --
--- Cost: the Redis calls are per chunk of up to 1000 messages, not per message (HMGET for
--- the duplicate check, one HSET of the envelopes, one LPUSH per priority level used, one
--- ZADD), since each redis.call costs far more than the work it does. The Lua per message is
--- kept to a few table writes and one concatenation.
+-- Arguments that are not 1 + 5n are an error, before anything is stored.
+--
+-- Cost: one message takes HSETNX and LPUSH (or ZADD). A batch takes a constant number of
+-- Redis calls per chunk of up to 1000 messages -- HMGET for the duplicate check, one HSET of
+-- the envelopes, one LPUSH per priority level used, one ZADD -- since a redis.call costs
+-- more than the work it does, and builds the header of the envelopes it shares (same
+-- priority and TTL, no delay) once.
 
 -- globals are table lookups; locals are registers
 local ARGV, KEYS, tonumber, unpack = ARGV, KEYS, tonumber, unpack
@@ -41,16 +44,53 @@ local now = now_ms(ARGV[1])
 if (#ARGV - 1) % 5 ~= 0 then
   return redis.error_reply('produce.lua: the arguments after the clock come in groups of 5')
 end
--- messages per chunk: keeps every unpack below Lua's limit (about 8000 values)
-local CHUNK = 1000
 
+-- The envelope's header, "<prio>|<produced_ms>|<expire_ms>|" (the body follows). TTL counts
+-- from the moment the message becomes ready, so a long delay cannot use it up.
+local function header(prio, delay, ttl)
+  local expire = 0
+  if ttl > 0 then expire = now + delay + ttl end
+  return prio .. '|' .. now .. '|' .. expire .. '|'
+end
+
+-- True when the new ready message `id` went straight to a parked consumer: only the
+-- first ready message of a call is offered, when nothing else is ready and the topic is not
+-- paused (a consumer parks with free workers, and a push skips the queue).
+local push_tried = false
+local function handed(id, envelope)
+  if push_tried then return false end
+  push_tried = true
+  return redis.call('EXISTS', k.waiting) == 1
+    and redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) == 0
+    and redis.call('EXISTS', KEYS[10]) == 0
+    and push_to_parked(k, id, envelope, now)
+end
+
+if #ARGV == 6 then
+  -- A single message (`send()`): HSETNX checks and stores it in one call.
+  local id, prio, delay = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+  local envelope = header(prio, delay, tonumber(ARGV[5])) .. ARGV[6]
+  if redis.call('HSETNX', k.messages, id, envelope) == 0 then return { 0 } end
+  if delay > 0 then
+    redis.call('ZADD', k.delayed, now + delay, id)
+    wake_if_earliest(k.delayed, k.wake, id)
+  elseif not handed(id, envelope) and redis.call('LPUSH', KEYS[2 + prio], id) == 1 then
+    redis.call('PUBLISH', k.wake, 'p')
+  end
+  redis.call('HINCRBY', k.stats, 'produced', 1)
+  return { 1 }
+end
+
+-- A batch: the Redis calls are per chunk of up to 1000 messages (the most one unpack can
+-- pass comfortably: Lua's limit is about 8000 values), not per message.
+local CHUNK = 1000
 local results = {}     -- the reply, one flag per message
 local stored = 0
 local woke = false
-local push_tried = false -- one message per call may be handed to a parked consumer
 local new = {}         -- id -> 'ready' | 'delayed', for the ids this call stored
--- per priority argument: "<prio>|<now>|" and "<prio>|<now>|0|" (no TTL), and its list
-local prefix_of, prefix_no_ttl_of, list_of = {}, {}, {}
+-- per priority argument: its pending list, and the headers of its ready messages by TTL
+-- argument (the messages of a batch mostly share both, so each header is built once)
+local levels = {}
 
 -- Stores the messages whose groups start at ARGV[first], ARGV[first + 5], ... ARGV[last].
 local function store(first, last)
@@ -72,24 +112,24 @@ local function store(first, last)
       results[r] = 0
     else
       local p, d, t = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-      local prefix = prefix_of[p]
-      if prefix == nil then
-        local prio = tonumber(p)
-        prefix = prio .. '|' .. now .. '|'
-        prefix_of[p], prefix_no_ttl_of[p], list_of[p] = prefix, prefix .. '0|', KEYS[2 + prio]
+      local level = levels[p]
+      if level == nil then
+        level = { list = KEYS[2 + tonumber(p)], headers = {} }
+        levels[p] = level
       end
       local delay = 0
       if d ~= '0' then delay = tonumber(d) end
-      local envelope
-      if t == '0' then
-        envelope = prefix_no_ttl_of[p] .. ARGV[a + 4]
+      local head
+      if delay == 0 then
+        head = level.headers[t]
+        if head == nil then
+          head = header(tonumber(p), 0, tonumber(t))
+          level.headers[t] = head
+        end
       else
-        -- TTL counts from the moment the message becomes ready, so a long delay cannot use
-        -- it up.
-        local ttl, expire = tonumber(t), 0
-        if ttl > 0 then expire = now + delay + ttl end
-        envelope = prefix .. expire .. '|' .. ARGV[a + 4]
+        head = header(tonumber(p), delay, tonumber(t))
       end
+      local envelope = head .. ARGV[a + 4]
       fields[nfields + 1], fields[nfields + 2] = id, envelope
       nfields = nfields + 2
       if delay > 0 then
@@ -98,22 +138,12 @@ local function store(first, last)
         ndelayed = ndelayed + 2
       else
         new[id] = 'ready'
-        local handed = false
-        if not push_tried then
-          -- the first ready message of the call goes straight to an idle consumer, when
-          -- one is parked, nothing else is ready and the topic is not paused
-          push_tried = true
-          handed = redis.call('EXISTS', k.waiting) == 1
-            and redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) == 0
-            and redis.call('EXISTS', KEYS[10]) == 0
-            and push_to_parked(k, id, envelope, now)
-        end
-        if not handed then
-          local list = ready[list_of[p]]
-          if list == nil then
-            ready[list_of[p]] = { id }
+        if not handed(id, envelope) then
+          local pushed = ready[level.list]
+          if pushed == nil then
+            ready[level.list] = { id }
           else
-            list[#list + 1] = id
+            pushed[#pushed + 1] = id
           end
         end
       end
