@@ -16,7 +16,7 @@ use rmq_core::duration::{format_duration, parse_duration};
 /// | `redis_password` | `REDIS_PASSWORD` | none | password (`requirepass` / ACL) |
 /// | `queue_prefix` | `MQ_QUEUE_PREFIX` | `""` | prefix of every key, to share one Redis between environments |
 /// | `max_workers` | `MQ_MAX_WORKERS` | `5` | handlers running at once in one runtime, all topics together |
-/// | `task_queue_size` | `MQ_TASK_QUEUE_SIZE` | `100` | most messages a topic leases ahead of its free workers (the prefetch buffer; it adapts below this to the handlers' speed, see `worker.rs`) |
+/// | `task_queue_size` | `MQ_TASK_QUEUE_SIZE` | `1000` | most messages a topic leases ahead of its free workers (the prefetch buffer; it adapts below this to the handlers' speed, see `worker.rs`; one round trip leases at most 1000) |
 /// | `message_ttl` | `MQ_MESSAGE_TTL` | `24h` | how long a ready message may wait before delivery; `0` = forever |
 /// | `processing_timeout` | `MQ_PROCESSING_TIMEOUT` | `180s` | handler time limit per attempt |
 /// | `max_retries` | `MQ_MAX_RETRIES` | `3` | retries after the first attempt (so 4 attempts) |
@@ -91,7 +91,7 @@ impl Default for Config {
             redis_password: None,
             queue_prefix: String::new(),
             max_workers: 5,
-            task_queue_size: 100,
+            task_queue_size: 1000,
             message_ttl: Duration::from_secs(86_400),
             processing_timeout: Duration::from_secs(180),
             max_retries: 3,
