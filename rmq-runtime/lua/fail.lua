@@ -48,7 +48,7 @@ for i = 6, #ARGV, 5 do
     if action ~= 'drop' then redis.call('HSET', k.attempts, id, attempts) end
     if action == 'retry' and attempts < max_attempts then
       record_failure(k, id, now, '', err)
-      redis.call('ZADD', k.delayed, now + tonumber(ARGV[i + 2]), id)
+      redis.call('ZADD', k.delayed, due_in(tonumber(ARGV[i + 2])), id)
       redis.call('HINCRBY', k.stats, 'retried', 1)
       if not woke then woke = wake_if_earliest(k.delayed, k.wake, id) end
       code = 1

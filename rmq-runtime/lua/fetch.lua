@@ -99,13 +99,22 @@ end
 -- 2. promote due delayed messages
 local first_due = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
 if due_by(first_due) then
+  -- in bulk (a burst of messages due together is one call each, not three per message):
+  -- the due ids are the lowest ranks, so removing that many ranks removes exactly them
   local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', k.delayed, id)
-    local envelope = redis.call('HGET', k.messages, id)
+  redis.call('ZREMRANGEBYRANK', k.delayed, 0, #due - 1)
+  local envelopes = redis.call('HMGET', k.messages, unpack(due))
+  local by_level = {}
+  for i, id in ipairs(due) do
+    local envelope = envelopes[i]
     if envelope then
-      redis.call('LPUSH', KEYS[2 + priority_of(envelope)], id)
+      local level = priority_of(envelope)
+      local ids = by_level[level]
+      if ids then ids[#ids + 1] = id else by_level[level] = { id } end
     end
+  end
+  for level, ids in pairs(by_level) do
+    redis.call('LPUSH', KEYS[2 + level], unpack(ids))
   end
   first_due = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
 end

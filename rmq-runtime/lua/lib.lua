@@ -16,6 +16,13 @@ local function now_ms(arg)
   return math.floor(clock_us / 1000)
 end
 
+-- When something `delay` ms from now is due (a delayed message, a retry): `now` is whole
+-- ms rounded down, so this rounds up -- fetch compares whole ms, and a message must never
+-- run before its time (up to 1 ms early otherwise).
+local function due_in(delay)
+  return math.ceil(clock_us / 1000) + delay
+end
+
 -- The priority digit (0 high, 1 normal, 2 low) is the envelope's first byte.
 local function priority_of(envelope)
   return string.byte(envelope, 1) - 48

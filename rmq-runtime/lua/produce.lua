@@ -72,7 +72,7 @@ if #ARGV == 6 then
   local envelope = header(prio, delay, tonumber(ARGV[5])) .. ARGV[6]
   if redis.call('HSETNX', k.messages, id, envelope) == 0 then return { 0 } end
   if delay > 0 then
-    redis.call('ZADD', k.delayed, now + delay, id)
+    redis.call('ZADD', k.delayed, due_in(delay), id)
     wake_if_earliest(k.delayed, k.wake, id)
   elseif not handed(id, envelope) and redis.call('LPUSH', KEYS[2 + prio], id) == 1 then
     redis.call('PUBLISH', k.wake, 'p')
@@ -134,7 +134,7 @@ local function store(first, last)
       nfields = nfields + 2
       if delay > 0 then
         new[id] = 'delayed'
-        delayed[ndelayed + 1], delayed[ndelayed + 2] = now + delay, id
+        delayed[ndelayed + 1], delayed[ndelayed + 2] = due_in(delay), id
         ndelayed = ndelayed + 2
       else
         new[id] = 'ready'

@@ -173,7 +173,8 @@ impl SendOptions {
         Ok(Prepared {
             id,
             priority: self.priority.unwrap_or(priority),
-            delay_ms: millis(delay),
+            // rounded up: a message never runs before its time
+            delay_ms: u64::try_from(delay.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX),
             ttl_ms: millis(ttl),
             body: encode_body(&self.headers, payload),
         })

@@ -10,7 +10,8 @@
 //! (a local buffer of at most `task_queue_size`), so workers that finish while a round trip
 //! is on its way find the next message at hand instead of waiting for Redis. The buffer
 //! adapts: its target is twice the number of attempts that finished during the last round
-//! trip. Fast handlers get a deep buffer (the round trip is then amortised over many
+//! trip (or, between round trips, in less time than the last one took). Fast handlers get a
+//! deep buffer (the round trip is then amortised over many
 //! messages); handlers that take longer than a round trip get none, so a slow consumer never
 //! sits on messages another consumer could run. Buffered messages are leased like running
 //! ones: renewed, put back at the front (attempt not counted) at shutdown, and reclaimed by
@@ -78,10 +79,11 @@ struct State {
     settled: Vec<Settlement>,
     /// The round trip in flight, if any.
     trip: Option<Trip>,
-    /// Messages to lease ahead of free workers (adapts; see the module docs).
-    prefetch: usize,
     /// Attempts that finished while the current round trip was in flight.
     finished_in_flight: usize,
+    /// How long the last round trip took, and when the one in flight left.
+    last_trip: Duration,
+    trip_sent: Instant,
     /// Whether the topic may have ready messages (last fetch was full, or a wake-up came).
     want_fetch: bool,
     /// A wake-up came while the round trip was in flight: its fetch may have run before
@@ -99,7 +101,10 @@ struct State {
 
 impl State {
     fn finished(&mut self, settlement: Settlement) {
-        if self.trip.is_some() {
+        // finished while a round trip was on its way, or (between round trips) in less
+        // time than the last one took: handlers this fast are worth a buffer
+        let fast = settlement.took.is_some_and(|took| took <= self.last_trip);
+        if self.trip.is_some() || fast {
             self.finished_in_flight += 1;
         }
         self.running.remove(&settlement.id);
@@ -135,8 +140,9 @@ impl Driver {
             buffered: VecDeque::new(),
             settled: Vec::new(),
             trip: None,
-            prefetch: 0,
             finished_in_flight: 0,
+            last_trip: Duration::ZERO,
+            trip_sent: Instant::now(),
             want_fetch: true,
             woken_in_flight: false,
             next_event: None,
@@ -267,19 +273,21 @@ impl Driver {
     /// Sends what finished and, unless stopping, asks for messages for the free workers
     /// and the prefetch buffer. Nothing to send and nothing wanted: no round trip.
     fn launch_trip(&self, st: &mut State, stopping: bool) {
+        // the buffer's target: twice what finished during the last round trip (see
+        // `State::finished`)
+        let prefetch = (st.finished_in_flight * 2).min(self.batch);
         let mut want = 0;
         if st.want_fetch && !stopping {
             let free = self.limit.saturating_sub(st.handlers.len());
-            want = (free + st.prefetch)
+            want = (free + prefetch)
                 .saturating_sub(st.buffered.len())
                 .min(MAX_IDS_PER_CALL);
         }
         if st.settled.is_empty() && want == 0 {
             return;
         }
-        // the buffer's next target: twice what finished during the last round trip
-        st.prefetch = (st.finished_in_flight * 2).min(self.batch);
         st.finished_in_flight = 0;
+        st.trip_sent = Instant::now();
         let settled = std::mem::take(&mut st.settled);
         let queue = self.queue.clone();
         st.trip = Some(Box::pin(async move {
@@ -296,6 +304,7 @@ impl Driver {
         let topic = self.queue.topic;
         match result {
             Ok(trip) => {
+                st.last_trip = st.trip_sent.elapsed();
                 st.backoff = Duration::from_millis(50);
                 st.quick_retry_done = false;
                 st.retry_at = None;
