@@ -86,6 +86,9 @@ struct State {
     trip_sent: Instant,
     /// Whether the topic may have ready messages (last fetch was full, or a wake-up came).
     want_fetch: bool,
+    /// A producer handed this consumer a message and so took it out of `waiting`: the next
+    /// round trip that settles something also fetches, which parks it again.
+    repark: bool,
     /// A wake-up came while the round trip was in flight: its fetch may have run before
     /// the new message arrived, so fetch again whatever it returns.
     woken_in_flight: bool,
@@ -144,6 +147,7 @@ impl Driver {
             last_trip: Duration::ZERO,
             trip_sent: Instant::now(),
             want_fetch: true,
+            repark: false,
             woken_in_flight: false,
             next_event: None,
             next_renewal: Instant::now() + renew_every,
@@ -228,9 +232,10 @@ impl Driver {
                         Some(Err(unreadable)) => st.settled.push(unreadable),
                         None => {}
                     }
-                    // a producer took this consumer out of `waiting`: the next fetch
-                    // parks it again (or finds what came meanwhile)
-                    st.want_fetch = true;
+                    // Not a fetch now: it would compete with the handler starting. The
+                    // round trip that settles it parks the consumer again (a message
+                    // produced meanwhile is queued and wakes this consumer as usual).
+                    st.repark = true;
                     if stopping {
                         self.release_buffer(&mut st).await;
                     }
@@ -277,7 +282,8 @@ impl Driver {
         // `State::finished`)
         let prefetch = (st.finished_in_flight * 2).min(self.batch);
         let mut want = 0;
-        if st.want_fetch && !stopping {
+        let fetch = st.want_fetch || (st.repark && !st.settled.is_empty());
+        if fetch && !stopping {
             let free = self.limit.saturating_sub(st.handlers.len());
             want = (free + prefetch)
                 .saturating_sub(st.buffered.len())
@@ -288,6 +294,9 @@ impl Driver {
         }
         st.finished_in_flight = 0;
         st.trip_sent = Instant::now();
+        if want > 0 {
+            st.repark = false;
+        }
         let settled = std::mem::take(&mut st.settled);
         let queue = self.queue.clone();
         st.trip = Some(Box::pin(async move {

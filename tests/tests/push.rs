@@ -1,0 +1,82 @@
+//! An idle consumer is handed new messages directly: produce.lua leases the message to the
+//! consumer parked in `waiting` and publishes it on that consumer's channel, so it starts
+//! without a fetch round trip. Here every message of a sparse stream takes that path (none
+//! is ever pushed onto a pending list), each runs once, and nothing is left behind.
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::*;
+use rmq_runtime::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[topic("push_sparse")]
+#[derive(Debug, Serialize, Deserialize)]
+struct Sparse {
+    n: u32,
+}
+
+static HANDLED: Mutex<Vec<(u32, u32)>> = Mutex::new(Vec::new());
+
+#[handler]
+async fn handle_sparse(msg: Sparse, ctx: Context) {
+    HANDLED.lock().unwrap().push((msg.n, ctx.attempt()));
+}
+
+/// `calls` of `command` in the private server's INFO commandstats.
+async fn calls(env: &TestEnv, command: &str) -> u64 {
+    let mut redis = env.redis.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut redis)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a call count"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_message_of_a_sparse_stream_is_handed_to_the_idle_consumer() {
+    let env = TestEnv::start("push_sparse").await;
+    let handle = spawn_runtime(&env.client, &[Sparse::NAME], 4).await;
+    let waiting = env.keys(Sparse::NAME).waiting;
+    const N: u32 = 20;
+    for n in 0..N {
+        // the consumer parks again once it settled the previous message
+        let parked = poll(PATIENCE, || async { env.len(&waiting).await == 1 }).await;
+        assert!(
+            parked,
+            "the consumer never parked:\n{}",
+            env.describe().await
+        );
+        env.client.produce(Sparse { n }).await.expect("produce");
+        wait_for("the message to be handled", || {
+            HANDLED.lock().unwrap().len() == n as usize + 1
+        })
+        .await;
+    }
+    assert_eq!(
+        calls(&env, "lpush").await,
+        0,
+        "a message went through a pending list instead of straight to the idle consumer"
+    );
+    assert!(calls(&env, "publish").await >= u64::from(N));
+    let handled = HANDLED.lock().unwrap().clone();
+    assert_eq!(
+        handled,
+        (0..N).map(|n| (n, 1)).collect::<Vec<_>>(),
+        "each message once, in order, first attempt"
+    );
+    shutdown(handle).await;
+    assert_eq!(env.stat(Sparse::NAME, "completed").await, i64::from(N));
+    assert_eq!(env.stat(Sparse::NAME, "delivered").await, i64::from(N));
+    env.assert_eventually_clean().await;
+    assert_eq!(
+        env.len(&waiting).await,
+        0,
+        "a consumer that stopped leaves `waiting`"
+    );
+}
