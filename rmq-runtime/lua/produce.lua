@@ -9,7 +9,8 @@
 -- KEYS[9] waiting   zset  parked (idle) consumers, see fetch.lua
 -- KEYS[10] paused   string, present while the topic is paused
 -- ARGV[1] now (ms, "" = Redis TIME)
--- ARGV[2..] groups of 5: id, priority (0|1|2), delay_ms, ttl_ms (0 = none), body
+-- ARGV[2..] runs of messages that share priority, delay and TTL (a batch is usually one):
+--           count, priority (0|1|2), delay_ms, ttl_ms (0 = none), then count pairs id, body
 --
 -- Guarantees: a message whose id is already stored (in any state, dead included) is left
 -- untouched and reported as a duplicate: producing with an explicit id is idempotent.
@@ -25,13 +26,14 @@
 -- otherwise 'd' when a new delayed message became the earliest one.
 -- Returns: one integer per message, 1 = stored, 0 = duplicate.
 --
--- Arguments that are not 1 + 5n are an error, before anything is stored.
+-- Malformed runs are an error, before anything is stored.
 --
 -- Cost: one message takes HSETNX and LPUSH (or ZADD). A batch takes a constant number of
 -- Redis calls per chunk of up to 1000 messages -- HMGET for the duplicate check, one HSET of
 -- the envelopes, one LPUSH per priority level used, one ZADD -- since a redis.call costs
 -- more than the work it does, and builds the header of the envelopes it shares (same
--- priority and TTL, no delay) once.
+-- priority and TTL, no delay) once. Runs keep the arguments at about two per message:
+-- Redis reads, and Lua copies, every argument.
 
 -- globals are table lookups; locals are registers
 local ARGV, KEYS, tonumber, unpack = ARGV, KEYS, tonumber, unpack
@@ -41,9 +43,6 @@ local k = {
   waiting = KEYS[9],
 }
 local now = now_ms(ARGV[1])
-if (#ARGV - 1) % 5 ~= 0 then
-  return redis.error_reply('produce.lua: the arguments after the clock come in groups of 5')
-end
 
 -- The envelope's header, "<prio>|<produced_ms>|<expire_ms>|" (the body follows). TTL counts
 -- from the moment the message becomes ready, so a long delay cannot use it up.
@@ -66,10 +65,10 @@ local function handed(id, envelope)
     and push_to_parked(k, id, envelope, now)
 end
 
-if #ARGV == 6 then
+if #ARGV == 7 and ARGV[2] == '1' then
   -- A single message (`send()`): HSETNX checks and stores it in one call.
-  local id, prio, delay = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-  local envelope = header(prio, delay, tonumber(ARGV[5])) .. ARGV[6]
+  local id, prio, delay = ARGV[6], tonumber(ARGV[3]), tonumber(ARGV[4])
+  local envelope = header(prio, delay, tonumber(ARGV[5])) .. ARGV[7]
   if redis.call('HSETNX', k.messages, id, envelope) == 0 then return { 0 } end
   if delay > 0 then
     redis.call('ZADD', k.delayed, due_in(delay), id)
@@ -79,6 +78,24 @@ if #ARGV == 6 then
   end
   redis.call('HINCRBY', k.stats, 'produced', 1)
   return { 1 }
+end
+
+-- Per message: the ARGV index of its id (its body follows) and of its run's count (its
+-- priority, delay and TTL follow).
+local at, run_of, total = {}, {}, 0
+do
+  local a, nargs = 2, #ARGV
+  while a <= nargs do
+    local count = tonumber(ARGV[a])
+    if not count or count < 1 or count % 1 ~= 0 or a + 3 + 2 * count > nargs then
+      return redis.error_reply('produce.lua: malformed run at argument ' .. a)
+    end
+    for j = 0, count - 1 do
+      total = total + 1
+      at[total], run_of[total] = a + 4 + 2 * j, a
+    end
+    a = a + 4 + 2 * count
+  end
 end
 
 -- A batch: the Redis calls are per chunk of up to 1000 messages (the most one unpack can
@@ -92,26 +109,26 @@ local new = {}         -- id -> 'ready' | 'delayed', for the ids this call store
 -- argument (the messages of a batch mostly share both, so each header is built once)
 local levels = {}
 
--- Stores the messages whose groups start at ARGV[first], ARGV[first + 5], ... ARGV[last].
+-- Stores messages first..last (in argument order).
 local function store(first, last)
   local ids, count = {}, 0
-  for a = first, last, 5 do
+  for m = first, last do
     count = count + 1
-    ids[count] = ARGV[a]
+    ids[count] = ARGV[at[m]]
   end
   local existing = redis.call('HMGET', k.messages, unpack(ids, 1, count))
 
   -- HSET arguments (id, envelope, ...), ready ids per list, ZADD arguments (due, id, ...)
   local fields, nfields, ready, delayed, ndelayed = {}, 0, {}, {}, 0
   local r = #results
-  local a = first
   for n = 1, count do
     local id = ids[n]
+    local run = run_of[first + n - 1]
     r = r + 1
     if existing[n] or new[id] then
       results[r] = 0
     else
-      local p, d, t = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+      local p, d, t = ARGV[run + 1], ARGV[run + 2], ARGV[run + 3]
       local level = levels[p]
       if level == nil then
         level = { list = KEYS[2 + tonumber(p)], headers = {} }
@@ -129,7 +146,7 @@ local function store(first, last)
       else
         head = header(tonumber(p), delay, tonumber(t))
       end
-      local envelope = head .. ARGV[a + 4]
+      local envelope = head .. ARGV[at[first + n - 1] + 1]
       fields[nfields + 1], fields[nfields + 2] = id, envelope
       nfields = nfields + 2
       if delay > 0 then
@@ -150,7 +167,6 @@ local function store(first, last)
       stored = stored + 1
       results[r] = 1
     end
-    a = a + 5
   end
   if nfields == 0 then return end
 
@@ -173,8 +189,8 @@ local function store(first, last)
   end
 end
 
-for first = 2, #ARGV, 5 * CHUNK do
-  store(first, math.min(first + 5 * CHUNK - 1, #ARGV))
+for first = 1, total, CHUNK do
+  store(first, math.min(first + CHUNK - 1, total))
 end
 
 if stored > 0 then redis.call('HINCRBY', k.stats, 'produced', stored) end

@@ -329,12 +329,14 @@ async fn store(
         .map(|chunk| {
             let mut call = SCRIPTS.produce.call(&keys.for_produce());
             call.arg("");
-            for m in chunk {
-                call.arg(m.id.as_str())
-                    .arg(m.priority.index())
-                    .arg(m.delay_ms)
-                    .arg(m.ttl_ms)
-                    .arg(&m.body[..]);
+            // runs of messages sharing priority, delay and TTL (see produce.lua)
+            let shared = |m: &Prepared| (m.priority.index(), m.delay_ms, m.ttl_ms);
+            for run in chunk.chunk_by(|a, b| shared(a) == shared(b)) {
+                let (priority, delay_ms, ttl_ms) = shared(&run[0]);
+                call.arg(run.len()).arg(priority).arg(delay_ms).arg(ttl_ms);
+                for m in run {
+                    call.arg(m.id.as_str()).arg(&m.body[..]);
+                }
             }
             call
         })

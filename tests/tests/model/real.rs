@@ -9,7 +9,7 @@ use redis::Value;
 use rmq_runtime::TopicKeys;
 
 use super::sim::{park_member, LISTENING};
-use super::{Call, Params, Sent, Snapshot, DEAD_REASON, R};
+use super::{Call, NewMsg, Params, Sent, Snapshot, DEAD_REASON, R};
 
 const LIB: &str = include_str!("../../../rmq-runtime/lua/lib.lua");
 const PRODUCE: &str = include_str!("../../../rmq-runtime/lua/produce.lua");
@@ -206,15 +206,17 @@ impl Real {
         let now = now.to_string();
         match call {
             Call::Produce(items) => {
+                // runs of messages sharing priority, delay and TTL, as producer.rs sends them
                 let mut args = vec![now];
-                for m in items {
-                    args.extend([
-                        m.id.clone(),
-                        m.prio.to_string(),
-                        m.delay.to_string(),
-                        m.ttl.to_string(),
-                        m.body.clone(),
-                    ]);
+                let shared = |m: &NewMsg| (m.prio, m.delay, m.ttl);
+                for run in items.chunk_by(|a, b| shared(a) == shared(b)) {
+                    let (prio, delay, ttl) = shared(&run[0]);
+                    args.extend(
+                        [run.len(), prio, delay as usize, ttl as usize].map(|n| n.to_string()),
+                    );
+                    for m in run {
+                        args.extend([m.id.clone(), m.body.clone()]);
+                    }
                 }
                 let sha = &self.sha.produce;
                 let keys = k.for_produce();
