@@ -15,10 +15,11 @@
 -- release.
 -- Returns: number released.
 
-local released = 0
+local released, unleased = 0, 0
 for i = #ARGV, 2, -1 do
   local lease = ARGV[i]
   if redis.call('ZREM', KEYS[5], lease) == 1 then
+    unleased = unleased + 1
     local id, attempt = parse_lease(lease)
     local envelope = redis.call('HGET', KEYS[1], id)
     if envelope then
@@ -28,8 +29,6 @@ for i = #ARGV, 2, -1 do
     end
   end
 end
-if released > 0 then
-  unpin_if_idle(KEYS[5])
-  redis.call('PUBLISH', KEYS[7], 'p')
-end
+if unleased > 0 then unpin_if_idle(KEYS[5]) end
+if released > 0 then redis.call('PUBLISH', KEYS[7], 'p') end
 return released
