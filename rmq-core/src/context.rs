@@ -37,12 +37,12 @@ impl MessageId {
             base36(h.finish() % 36u64.pow(6), 6)
         });
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        MessageId(format!(
-            "{}{}{}",
-            base36(now_millis(), 9),
-            nonce,
-            base36(n, 1)
-        ))
+        // one allocation: batch produce makes an id per message
+        let mut id = String::with_capacity(9 + 6 + 4);
+        push_base36(&mut id, now_millis(), 9);
+        id.push_str(nonce);
+        push_base36(&mut id, n, 1);
+        MessageId(id)
     }
 
     /// Checks an explicit id: 1 to [`MessageId::MAX_LEN`] bytes.
@@ -111,18 +111,24 @@ fn now_millis() -> u64 {
         .unwrap_or(0)
 }
 
-fn base36(mut n: u64, width: usize) -> String {
+fn base36(n: u64, width: usize) -> String {
+    let mut out = String::with_capacity(13);
+    push_base36(&mut out, n, width);
+    out
+}
+
+/// Appends `n` in base 36, left-padded with `0` to `width` digits.
+fn push_base36(out: &mut String, mut n: u64, width: usize) {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::with_capacity(13);
+    let mut digits = [b'0'; 13]; // u64::MAX has 13 base-36 digits
+    let mut start = digits.len();
     while n > 0 {
-        out.push(DIGITS[(n % 36) as usize]);
+        start -= 1;
+        digits[start] = DIGITS[(n % 36) as usize];
         n /= 36;
     }
-    while out.len() < width {
-        out.push(b'0');
-    }
-    out.reverse();
-    String::from_utf8(out).unwrap_or_default()
+    start = start.min(digits.len().saturating_sub(width));
+    out.extend(digits[start..].iter().map(|&d| d as char));
 }
 
 /// Facts about the delivery a handler is running for. Take it as the second argument:
@@ -202,6 +208,17 @@ mod tests {
         assert!(a.validate().is_ok());
         // same process nonce, different counter
         assert_eq!(a.as_str()[9..15], b.as_str()[9..15]);
+    }
+
+    #[test]
+    fn base36_pads_to_its_width() {
+        assert_eq!(super::base36(0, 1), "0");
+        assert_eq!(super::base36(35, 3), "00z");
+        assert_eq!(super::base36(36 * 36, 2), "100");
+        assert_eq!(super::base36(u64::MAX, 1), "3w5e11264sgsf");
+        let id = MessageId::generate();
+        assert!(id.as_str().len() >= 16, "{id}");
+        assert!(id.as_str().bytes().all(|b| b.is_ascii_alphanumeric()), "{id}");
     }
 
     #[test]

@@ -24,7 +24,9 @@
 -- in flight, not pending.
 -- At most one wake-up per call: 'p' when a pending list went from empty to non-empty,
 -- otherwise 'd' when a new delayed message became the earliest one.
--- Returns: one integer per message, 1 = stored, 0 = duplicate.
+-- Returns: the positions (1 = the first message of the call) of the duplicates, in order;
+-- empty when every message was stored. (Not one flag per message: a reply element costs
+-- Redis and the client about as much as an argument.)
 --
 -- Malformed runs are an error, before anything is stored.
 --
@@ -69,7 +71,7 @@ if #ARGV == 7 and ARGV[2] == '1' then
   -- A single message (`send()`): HSETNX checks and stores it in one call.
   local id, prio, delay = ARGV[6], tonumber(ARGV[3]), tonumber(ARGV[4])
   local envelope = header(prio, delay, tonumber(ARGV[5])) .. ARGV[7]
-  if redis.call('HSETNX', k.messages, id, envelope) == 0 then return { 0 } end
+  if redis.call('HSETNX', k.messages, id, envelope) == 0 then return { 1 } end
   if delay > 0 then
     redis.call('ZADD', k.delayed, due_in(delay), id)
     wake_if_earliest(k.delayed, k.wake, id)
@@ -77,7 +79,7 @@ if #ARGV == 7 and ARGV[2] == '1' then
     redis.call('PUBLISH', k.wake, 'p')
   end
   redis.call('HINCRBY', k.stats, 'produced', 1)
-  return { 1 }
+  return {}
 end
 
 -- Per message: the ARGV index of its id (its body follows) and of its run's count (its
@@ -101,7 +103,7 @@ end
 -- A batch: the Redis calls are per chunk of up to 1000 messages (the most one unpack can
 -- pass comfortably: Lua's limit is about 8000 values), not per message.
 local CHUNK = 1000
-local results = {}     -- the reply, one flag per message
+local duplicates = {}  -- the reply: positions of the duplicates
 local stored = 0
 local woke = false
 local new = {}         -- id -> 'ready' | 'delayed', for the ids this call stored
@@ -120,13 +122,13 @@ local function store(first, last)
 
   -- HSET arguments (id, envelope, ...), ready ids per list, ZADD arguments (due, id, ...)
   local fields, nfields, ready, delayed, ndelayed = {}, 0, {}, {}, 0
-  local r = #results
+  local r = first - 1
   for n = 1, count do
     local id = ids[n]
     local run = run_of[first + n - 1]
     r = r + 1
     if existing[n] or new[id] then
-      results[r] = 0
+      duplicates[#duplicates + 1] = r
     else
       local p, d, t = ARGV[run + 1], ARGV[run + 2], ARGV[run + 3]
       local level = levels[p]
@@ -165,7 +167,6 @@ local function store(first, last)
         end
       end
       stored = stored + 1
-      results[r] = 1
     end
   end
   if nfields == 0 then return end
@@ -194,4 +195,4 @@ for first = 1, total, CHUNK do
 end
 
 if stored > 0 then redis.call('HINCRBY', k.stats, 'produced', stored) end
-return results
+return duplicates

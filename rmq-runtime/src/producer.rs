@@ -346,17 +346,25 @@ async fn store(
     let span = tracing::debug_span!("rmq.produce", topic, messages = prepared.len());
     let results = run_with_retries(client, calls).instrument(span).await?;
     for result in results {
-        let Value::Array(flags) = result? else {
+        // the positions (from 1) of the call's duplicates, in order
+        let Value::Array(duplicates) = result? else {
             return Err(Error::Protocol("produce.lua did not return a list".into()));
         };
-        for flag in flags {
-            let message = prepared
-                .next()
-                .ok_or_else(|| Error::Protocol("produce.lua returned too many results".into()))?;
+        let mut duplicates = duplicates.into_iter().peekable();
+        for position in 1..=MESSAGES_PER_CALL.min(prepared.len()) {
+            let message = prepared.next().expect("a message per position");
+            let duplicate = duplicates
+                .next_if_eq(&Value::Int(position as i64))
+                .is_some();
             out.push(Produced {
                 id: message.id,
-                duplicate: flag == Value::Int(0),
+                duplicate,
             });
+        }
+        if duplicates.next().is_some() {
+            return Err(Error::Protocol(
+                "produce.lua reported a duplicate it was not sent".into(),
+            ));
         }
     }
     Ok(out)

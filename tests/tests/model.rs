@@ -1032,9 +1032,8 @@ impl Coverage {
         };
         let int = |r: &R| if let R::Int(n) = r { *n } else { 0 };
         match call {
-            Call::Produce(_) => {
-                self.duplicates += items.iter().filter(|r| int(r) == 0).count() as i64
-            }
+            // produce.lua answers the positions of the duplicates
+            Call::Produce(_) => self.duplicates += items.len() as i64,
             Call::Ack { .. } => self.stale += items.len().saturating_sub(1) as i64,
             Call::Fail { .. } => self.stale += items.iter().filter(|r| int(r) == 0).count() as i64,
             Call::Renew { .. } => {

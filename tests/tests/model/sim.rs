@@ -253,13 +253,14 @@ impl Model {
 
     fn produce(&mut self, items: &[NewMsg]) -> R {
         let now = self.now;
-        let mut flags = Vec::new();
+        // the reply: positions (from 1) of the duplicates
+        let mut duplicates = Vec::new();
         let mut stored = 0;
         let mut push_tried = false;
         self.pushed.clear();
-        for item in items {
+        for (position, item) in items.iter().enumerate() {
             if self.msgs.contains_key(&item.id) {
-                flags.push(R::Int(0));
+                duplicates.push(R::Int(position as i64 + 1));
                 continue;
             }
             // TTL counts from the moment the message becomes ready
@@ -303,10 +304,9 @@ impl Model {
                 },
             );
             stored += 1;
-            flags.push(R::Int(1));
         }
         self.count("produced", stored);
-        R::List(flags)
+        R::List(duplicates)
     }
 
     /// lib.lua `push_to_parked` for a new ready message, when nothing else is ready: the
