@@ -76,7 +76,7 @@ end
 -- every ZADD / ZREM / ZMSCORE scans the whole list (at the usual 100-200 leases that cost
 -- 1.6 us of Redis CPU per message; the skiplist costs 0.3). It is not a lease (it does not
 -- end in |<token>|<attempt>), and it goes with the last lease (unpin_if_idle).
-local LEASE_PIN = '~pin~' .. string.rep('~', 64)
+local LEASE_PIN = '~pin~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~' -- 69 bytes
 
 -- Deletes `inflight` once it holds nothing but the pin.
 local function unpin_if_idle(inflight)
