@@ -218,7 +218,10 @@ mod tests {
         assert_eq!(super::base36(u64::MAX, 1), "3w5e11264sgsf");
         let id = MessageId::generate();
         assert!(id.as_str().len() >= 16, "{id}");
-        assert!(id.as_str().bytes().all(|b| b.is_ascii_alphanumeric()), "{id}");
+        assert!(
+            id.as_str().bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{id}"
+        );
     }
 
     #[test]

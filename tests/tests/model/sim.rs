@@ -588,32 +588,32 @@ impl Model {
     // ---- what Redis should hold ----------------------------------------------------------
 
     pub fn snapshot(&self) -> Snapshot {
-        let zset = |pick: &dyn Fn(&State) -> Option<u64>| {
-            let mut members: Vec<(u64, String)> = self
-                .msgs
-                .iter()
-                .filter_map(|(id, m)| pick(&m.state).map(|score| (score, id.clone())))
-                .collect();
+        // (member, score) in ZRANGE order: by score, then member
+        let zrange = |mut members: Vec<(u64, String)>| -> Vec<(String, u64)> {
             members.sort();
-            members
-                .into_iter()
-                .map(|(score, id)| (id, score))
-                .collect::<Vec<_>>()
+            members.into_iter().map(|(score, m)| (m, score)).collect()
+        };
+        let zset = |pick: &dyn Fn(&State) -> Option<u64>| {
+            zrange(
+                self.msgs
+                    .iter()
+                    .filter_map(|(id, m)| pick(&m.state).map(|score| (score, id.clone())))
+                    .collect(),
+            )
         };
         let delayed = zset(&|s| match s {
             State::Delayed(due) => Some(*due),
             _ => None,
         });
-        let mut inflight: Vec<(u64, String)> = self
-            .msgs
-            .keys()
-            .filter_map(|id| match self.msgs[id].state {
-                State::InFlight { deadline, .. } => Some((deadline, self.lease_of(id)?)),
-                _ => None,
-            })
-            .collect();
-        inflight.sort();
-        let mut inflight: Vec<(String, u64)> = inflight.into_iter().map(|(d, m)| (m, d)).collect();
+        let mut inflight = zrange(
+            self.msgs
+                .keys()
+                .filter_map(|id| match self.msgs[id].state {
+                    State::InFlight { deadline, .. } => Some((deadline, self.lease_of(id)?)),
+                    _ => None,
+                })
+                .collect(),
+        );
         if !inflight.is_empty() {
             inflight.push((lease_pin(), u64::MAX));
         }
@@ -665,10 +665,7 @@ impl Model {
         key_if("attempts", !attempts.is_empty());
         key_if("errors", !errors.is_empty());
         key_if("stats", !stats.is_empty());
-        let mut waiting: Vec<(u64, String)> =
-            self.parked.iter().map(|(m, at)| (*at, m.clone())).collect();
-        waiting.sort();
-        let waiting: Vec<(String, u64)> = waiting.into_iter().map(|(at, m)| (m, at)).collect();
+        let waiting = zrange(self.parked.iter().map(|(m, at)| (*at, m.clone())).collect());
         key_if("waiting", !waiting.is_empty());
         Snapshot {
             keys,
