@@ -226,6 +226,10 @@ impl Driver {
                     self.trip_done(&mut st, result).await;
                 }
                 Some(s) = done_rx.recv() => st.finished(s),
+                // A handler sends its result just before its task ends, so the loop can see
+                // the result while the task still counts as running; when stopping, that
+                // task's end must wake the loop (nothing else may, until the deadline).
+                Some(_) = st.handlers.join_next(), if stopping && !st.handlers.is_empty() => {}
                 Some(message) = pushed.recv() => {
                     match self.queue.pushed(&message) {
                         Some(Ok(delivery)) => st.buffered.push_back(delivery),

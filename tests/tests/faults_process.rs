@@ -587,20 +587,6 @@ async fn sigterm_under_load_loses_nothing_and_completes_nothing_twice() {
     assert_eq!(stat(&stats, "lost"), 0, "stats: {stats:?}");
 }
 
-/// Waits until `n` consumers of `Work` are parked in `waiting` (idle, ready for a push).
-async fn wait_parked(f: &FaultEnv, n: usize) {
-    let waiting = f.env.keys(Work::NAME).waiting;
-    let start = Instant::now();
-    while f.env.len(&waiting).await != n {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "{n} consumer(s) never parked in `waiting`:\n{}",
-            f.env.describe().await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A message produced while the only consumer is idle is handed to it directly (pushed on
 /// its channel, leased to it in the same script). If that consumer is stalled (its process
 /// stopped, its connection still open) the push is not lost: the lease lapses and another
@@ -610,7 +596,7 @@ async fn a_message_pushed_to_a_stalled_consumer_is_run_by_another_after_the_leas
     let mut f = FaultEnv::start("fault_push_stall", &[]).await;
     let no_poll = ("MQ_POLL_INTERVAL", "60s");
     let mut a = f.consumer("a", &[LEASE_ENV, no_poll]).await;
-    wait_parked(&f, 1).await;
+    f.env.wait_parked(Work::NAME, 1).await;
     a.signal("STOP");
     let id = produce_one(&f, Action::Sleep { ms: 10 }).await;
     // a cannot have fetched it: the producer leased it to a and nothing is pending
@@ -654,32 +640,36 @@ async fn a_killed_parked_consumer_takes_no_message() {
     let no_poll = ("MQ_POLL_INTERVAL", "60s");
     // the default 30 s lease: waiting for one would fail the test
     let mut a = f.consumer("a", &[no_poll]).await;
-    wait_parked(&f, 1).await;
-    a.sigkill();
-    let mut b = f.consumer("b", &[no_poll]).await;
-    // b parks too; a's member stays until a producer meets it
-    wait_parked(&f, 2).await;
-    // b parked last, so a producer tries b first: make a's member the newest
+    f.env.wait_parked(Work::NAME, 1).await;
     let mut redis = f.env.redis.clone();
     let waiting = f.env.keys(Work::NAME).waiting;
-    let members: Vec<String> = redis::cmd("ZRANGE")
+    let parked = |mut redis: redis::aio::MultiplexedConnection| {
+        let waiting = waiting.clone();
+        async move {
+            let members: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&waiting)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut redis)
+                .await
+                .expect("ZRANGE waiting");
+            members
+        }
+    };
+    let a_member = parked(redis.clone()).await.remove(0);
+    let mut b = f.consumer("b", &[no_poll]).await;
+    f.env.wait_parked(Work::NAME, 2).await;
+    // a dies parked: its member stays until a producer meets it; make it the one a
+    // producer tries first (the highest score)
+    a.sigkill();
+    let _: i64 = redis::cmd("ZADD")
         .arg(&waiting)
-        .arg(0)
-        .arg(-1)
+        .arg(2_000_000_000_000u64)
+        .arg(&a_member)
         .query_async(&mut redis)
         .await
-        .expect("ZRANGE waiting");
-    for (i, member) in members.iter().enumerate() {
-        // a parked first: give it the later score
-        let score = if i == 0 { 2_000_000_000_000u64 } else { 1 };
-        let _: i64 = redis::cmd("ZADD")
-            .arg(&waiting)
-            .arg(score)
-            .arg(member)
-            .query_async(&mut redis)
-            .await
-            .expect("ZADD");
-    }
+        .expect("ZADD");
+    assert_eq!(parked(redis.clone()).await.last(), Some(&a_member));
     let started = Instant::now();
     let id = produce_one(&f, Action::Sleep { ms: 10 }).await;
     let b_pid = b.pid;

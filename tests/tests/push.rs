@@ -46,12 +46,7 @@ async fn each_message_of_a_sparse_stream_is_handed_to_the_idle_consumer() {
     const N: u32 = 20;
     for n in 0..N {
         // the consumer parks again once it settled the previous message
-        let parked = poll(PATIENCE, || async { env.len(&waiting).await == 1 }).await;
-        assert!(
-            parked,
-            "the consumer never parked:\n{}",
-            env.describe().await
-        );
+        env.wait_parked(Sparse::NAME, 1).await;
         env.client.produce(Sparse { n }).await.expect("produce");
         wait_for("the message to be handled", || {
             HANDLED.lock().unwrap().len() == n as usize + 1

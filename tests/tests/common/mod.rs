@@ -191,6 +191,47 @@ impl TestEnv {
             .find(|(member, _)| member.rsplitn(3, '|').nth(2) == Some(id))
     }
 
+    /// Waits until `n` consumers of `topic` are parked in `waiting` and each listens on its
+    /// push channel (`<wake>:<consumer>`): only then does a producer hand it a message (a
+    /// consumer can park before its subscription is live; a message then takes the queue).
+    pub async fn wait_parked(&self, topic: &str, n: usize) {
+        let keys = self.keys(topic);
+        let redis = self.redis.clone();
+        let ready = poll(PATIENCE, || {
+            let (mut redis, keys) = (redis.clone(), keys.clone());
+            async move {
+                let parked: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(&keys.waiting)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut redis)
+                    .await
+                    .expect("ZRANGE waiting");
+                if parked.len() != n {
+                    return false;
+                }
+                let channels: Vec<String> = parked
+                    .iter()
+                    .filter_map(|m| m.split_once('|'))
+                    .map(|(_, consumer)| format!("{}:{consumer}", keys.wake))
+                    .collect();
+                let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(&channels)
+                    .query_async(&mut redis)
+                    .await
+                    .expect("PUBSUB NUMSUB");
+                counts.iter().all(|(_, listeners)| *listeners > 0)
+            }
+        })
+        .await;
+        assert!(
+            ready,
+            "{n} consumer(s) of {topic} never parked and listened:\n{}",
+            self.describe().await
+        );
+    }
+
     /// How many messages of `topic` are in flight (leases in `inflight`, without the one
     /// member lib.lua pins there, scored +inf, while any lease is).
     pub async fn in_flight(&self, topic: &str) -> usize {
