@@ -11,9 +11,9 @@
 //! is on its way find the next message at hand instead of waiting for Redis. The buffer
 //! adapts: its target is twice the number of attempts that finished during the last round
 //! trip (or, between round trips, in less time than the last one took). Fast handlers get a
-//! deep buffer (the round trip is then amortised over many
-//! messages); handlers that take longer than a round trip get none, so a slow consumer never
-//! sits on messages another consumer could run. Buffered messages are leased like running
+//! deep buffer (the round trip is then amortised over many messages); handlers that take
+//! longer than a round trip get none, so a slow consumer never sits on messages another
+//! consumer could run. Buffered messages are leased like running
 //! ones: renewed, put back at the front (attempt not counted) at shutdown, and reclaimed by
 //! any consumer if this process dies.
 
