@@ -298,3 +298,60 @@ async fn a_busy_runtime_does_not_run_delayed_messages_early() {
     );
     assert!(unix_ms(delayed.at) <= due_ms + 100, "late");
 }
+
+#[topic("delay_exact")]
+#[derive(Debug, Serialize, Deserialize)]
+struct Exact {
+    label: String,
+}
+
+static EXACT: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
+
+#[handler]
+async fn record_exact(msg: Exact) {
+    EXACT.lock().unwrap().push(seen(msg.label));
+}
+
+/// Times that fall between two milliseconds are never run early, not even by a fraction of
+/// one: Redis compares whole ms, so due times are rounded up (by the producer and by the
+/// scripts). Each message is checked against its own time to the nanosecond.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_times_are_never_early_even_by_a_fraction_of_a_millisecond() {
+    let env = TestEnv::start("delay_exact").await;
+    let handle = spawn_runtime(&env.client, &[Exact::NAME], 4).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    const N: u32 = 20;
+    let start = SystemTime::now() + Duration::from_millis(300);
+    let mut times = std::collections::HashMap::new();
+    for i in 0..N {
+        // 7.3 ms apart: every fraction of a millisecond comes up
+        let when = start + Duration::from_micros(7_300 * u64::from(i));
+        times.insert(i.to_string(), when);
+        Exact {
+            label: i.to_string(),
+        }
+        .send()
+        .at(when)
+        .via(&env.client)
+        .await
+        .expect("produce at a time");
+    }
+    wait_for("every delivery", || {
+        EXACT.lock().unwrap().len() == N as usize
+    })
+    .await;
+    shutdown(handle).await;
+
+    let seen = EXACT.lock().unwrap().clone();
+    for got in &seen {
+        let when = times[&got.label];
+        assert!(
+            got.at >= when,
+            "message {} ran {:?} before its time",
+            got.label,
+            when.duration_since(got.at).unwrap_or_default()
+        );
+    }
+    env.assert_eventually_clean().await;
+}
