@@ -5,9 +5,11 @@
 //! ```
 //!
 //! `priority` is one digit (0 high, 1 normal, 2 low) so the Lua scripts read it with one
-//! `string.byte`; `expire_ms` is 0 when the message has no TTL. The producer sends only the
-//! *body* (`<headers_len>|<headers><payload>`); the produce script prepends the rest with
-//! Redis' clock, so every timestamp of a topic comes from one clock.
+//! `string.byte`; `expire_ms` is 0 when the message has no TTL. Every timestamp of a topic
+//! comes from one clock, Redis': the producer sends the *body* (`<headers_len>|<headers>
+//! <payload>`) and the produce script prepends the [`header`] -- or, once the producer has
+//! learnt Redis' clock from earlier replies, the producer writes the whole envelope, and the
+//! script keeps it only if its `produced_ms` lies within a few ms before Redis' own now.
 
 use std::time::SystemTime;
 
@@ -36,18 +38,30 @@ impl Envelope {
     }
 }
 
-/// Encodes the part of the envelope the producer sends.
-pub fn encode_body(headers: &Headers, payload: &[u8]) -> Vec<u8> {
+/// The envelope's header, `<priority>|<produced_ms>|<expire_ms>|` (`expire_ms` 0: no TTL).
+pub fn header(priority: Priority, produced_ms: u64, expire_ms: u64) -> String {
+    format!("{}|{produced_ms}|{expire_ms}|", priority.index())
+}
+
+/// The body up to its payload, `<headers_len>|<headers>`, with room for a payload of
+/// `payload_hint` bytes: the producer serializes the payload straight after it.
+pub fn body_prefix(headers: &Headers, payload_hint: usize) -> Vec<u8> {
     let headers_json = if headers.is_empty() {
         Vec::new()
     } else {
         // a map of strings always serializes
         serde_json::to_vec(headers).unwrap_or_default()
     };
-    let mut body = Vec::with_capacity(headers_json.len() + payload.len() + 8);
+    let mut body = Vec::with_capacity(headers_json.len() + payload_hint + 8);
     body.extend_from_slice(headers_json.len().to_string().as_bytes());
     body.push(b'|');
     body.extend_from_slice(&headers_json);
+    body
+}
+
+/// Encodes the body of the envelope (all but the [`header`]).
+pub fn encode_body(headers: &Headers, payload: &[u8]) -> Vec<u8> {
+    let mut body = body_prefix(headers, payload.len());
     body.extend_from_slice(payload);
     body
 }
@@ -94,8 +108,8 @@ pub fn decode(stored: &[u8]) -> Result<Envelope, String> {
 mod tests {
     use super::*;
 
-    fn stored(prefix: &str, body: Vec<u8>) -> Vec<u8> {
-        let mut s = prefix.as_bytes().to_vec();
+    fn stored(header: String, body: Vec<u8>) -> Vec<u8> {
+        let mut s = header.into_bytes();
         s.extend(body);
         s
     }
@@ -105,7 +119,11 @@ mod tests {
         let mut headers = Headers::new();
         headers.insert("trace".into(), "a|b".into());
         let body = encode_body(&headers, br#"{"x":1}"#);
-        let env = decode(&stored("0|1700000000000|1700000060000|", body)).unwrap();
+        let env = decode(&stored(
+            header(Priority::High, 1_700_000_000_000, 1_700_000_060_000),
+            body,
+        ))
+        .unwrap();
         assert_eq!(env.priority, Priority::High);
         assert_eq!(env.produced_ms, 1_700_000_000_000);
         assert_eq!(env.expire_ms, Some(1_700_000_060_000));
@@ -116,7 +134,7 @@ mod tests {
     #[test]
     fn round_trip_without_headers_or_ttl() {
         let body = encode_body(&Headers::new(), b"{}");
-        let env = decode(&stored("2|5|0|", body)).unwrap();
+        let env = decode(&stored(header(Priority::Low, 5, 0), body)).unwrap();
         assert_eq!(env.priority, Priority::Low);
         assert_eq!(env.expire_ms, None);
         assert!(env.headers.is_empty());

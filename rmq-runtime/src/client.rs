@@ -12,6 +12,7 @@ use rmq_core::{MessageId, Topic, TopicKeys};
 use crate::admin::{DeadLetter, DeadLetterQueue};
 use crate::config::{Config, ConfigError};
 use crate::error::{redact, Error};
+use crate::producer::RedisClock;
 use crate::producer::SendBuilder;
 use crate::scripts::SCRIPTS;
 use crate::stats::ProducerCounters;
@@ -28,6 +29,7 @@ struct Inner {
     redis: redis::Client,
     conn: ConnectionManager,
     producer: ProducerCounters,
+    clock: RedisClock,
 }
 
 impl std::fmt::Debug for Client {
@@ -77,6 +79,7 @@ impl Client {
                 redis,
                 conn,
                 producer: ProducerCounters::default(),
+                clock: RedisClock::default(),
             }),
         };
         // One plain command first: a server that wants a password answers NOAUTH here, in
@@ -148,6 +151,11 @@ impl Client {
 
     pub(crate) fn producer_counters(&self) -> &ProducerCounters {
         &self.inner.producer
+    }
+
+    /// Redis' clock as the producer knows it (for the envelopes it writes).
+    pub(crate) fn redis_clock(&self) -> &RedisClock {
+        &self.inner.clock
     }
 
     /// A handle on the shared multiplexed connection (never used for blocking commands).

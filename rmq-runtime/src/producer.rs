@@ -1,12 +1,14 @@
 //! Producing: `msg.produce()`, `msg.send()...await`, `T::produce_batch(..)`.
 
 use std::future::{Future, IntoFuture};
+use std::io::Write;
 use std::pin::Pin;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::Value;
+use redis::{RedisWrite, Value};
 use rmq_core::duration::millis;
-use rmq_core::envelope::encode_body;
+use rmq_core::envelope::{body_prefix, encode_body, header};
 use rmq_core::{Headers, MessageId, Priority, Topic};
 
 use crate::client::{global_client, script_pipeline, Client};
@@ -135,24 +137,26 @@ impl<T: Topic> SendBuilder<T> {
         self
     }
 
-    /// Encodes the message into the produce script's five arguments.
+    /// Encodes the message into what the produce script takes (the payload serialized
+    /// straight into the body: one buffer per message).
     fn prepare(&self, client: &Client) -> Result<Prepared, Error> {
-        let payload = serde_json::to_vec(&self.message).map_err(|source| Error::Encode {
+        let mut body = body_prefix(&self.options.headers, 64);
+        serde_json::to_writer(&mut body, &self.message).map_err(|source| Error::Encode {
             topic: T::NAME,
             source,
         })?;
         self.options
-            .prepare(client, &payload, T::OPTIONS.priority, T::OPTIONS.ttl)
+            .prepare(client, body, T::OPTIONS.priority, T::OPTIONS.ttl)
     }
 }
 
 impl SendOptions {
-    /// The produce script's arguments for one message. `priority` and `ttl` are the
-    /// topic's defaults, used unless this message sets its own.
+    /// The produce script's arguments for one message, whose `body` is encoded. `priority`
+    /// and `ttl` are the topic's defaults, used unless this message sets its own.
     fn prepare(
         &self,
         client: &Client,
-        payload: &[u8],
+        body: Vec<u8>,
         priority: Priority,
         ttl: Option<Duration>,
     ) -> Result<Prepared, Error> {
@@ -176,7 +180,7 @@ impl SendOptions {
             // rounded up: a message never runs before its time
             delay_ms: u64::try_from(delay.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX),
             ttl_ms: millis(ttl),
-            body: encode_body(&self.headers, payload),
+            body,
         })
     }
 
@@ -249,9 +253,10 @@ impl IntoFuture for RawSend {
         Box::pin(async move {
             self.check()?;
             let client = self.options.client().await?;
+            let body = encode_body(&self.options.headers, &self.payload);
             let prepared = self
                 .options
-                .prepare(&client, &self.payload, Priority::Normal, None)?;
+                .prepare(&client, body, Priority::Normal, None)?;
             let mut sent = produce_prepared(&client, &self.topic, vec![prepared]).await?;
             sent.pop()
                 .ok_or_else(|| Error::Protocol("produce returned no result".into()))
@@ -324,18 +329,40 @@ async fn store(
     prepared: Vec<Prepared>,
 ) -> Result<Vec<Produced>, Error> {
     let keys = client.keys(topic);
+    let stamp = client.redis_clock().stamp_ms();
+    let stamp_arg = stamp.map(|ms| ms.to_string()).unwrap_or_default();
     let calls = prepared
         .chunks(MESSAGES_PER_CALL)
         .map(|chunk| {
             let mut call = SCRIPTS.produce.call(&keys.for_produce());
-            call.arg("");
+            call.arg("").arg(&stamp_arg);
             // runs of messages sharing priority, delay and TTL (see produce.lua)
-            let shared = |m: &Prepared| (m.priority.index(), m.delay_ms, m.ttl_ms);
+            let shared = |m: &Prepared| (m.priority, m.delay_ms, m.ttl_ms);
             for run in chunk.chunk_by(|a, b| shared(a) == shared(b)) {
                 let (priority, delay_ms, ttl_ms) = shared(&run[0]);
-                call.arg(run.len()).arg(priority).arg(delay_ms).arg(ttl_ms);
+                call.arg(run.len())
+                    .arg(priority.index())
+                    .arg(delay_ms)
+                    .arg(ttl_ms);
+                // with a stamp, the whole envelope: the run's header, then each body
+                let head = stamp.map(|ms| {
+                    let expire = if ttl_ms > 0 {
+                        ms + delay_ms + ttl_ms
+                    } else {
+                        0
+                    };
+                    header(priority, ms, expire)
+                });
                 for m in run {
-                    call.arg(m.id.as_str()).arg(&m.body[..]);
+                    call.arg(m.id.as_str());
+                    let mut arg = call.writer_for_next_arg();
+                    let written = match &head {
+                        Some(head) => arg
+                            .write_all(head.as_bytes())
+                            .and_then(|()| arg.write_all(&m.body)),
+                        None => arg.write_all(&m.body),
+                    };
+                    written.expect("a command's arguments are written to memory");
                 }
             }
             call
@@ -345,12 +372,22 @@ async fn store(
     let mut prepared = prepared.into_iter();
     let span = tracing::debug_span!("rmq.produce", topic, messages = prepared.len());
     let results = run_with_retries(client, calls).instrument(span).await?;
+    let received = RedisClock::local_us();
     for result in results {
-        // the positions (from 1) of the call's duplicates, in order
-        let Value::Array(duplicates) = result? else {
+        // Redis' clock (µs), whether the stamp was used, the positions (from 1) of the
+        // call's duplicates in order
+        let Value::Array(reply) = result? else {
             return Err(Error::Protocol("produce.lua did not return a list".into()));
         };
-        let mut duplicates = duplicates.into_iter().peekable();
+        let mut reply = reply.into_iter();
+        let (Some(Value::Int(redis_us)), Some(Value::Int(_used))) = (reply.next(), reply.next())
+        else {
+            return Err(Error::Protocol(
+                "produce.lua did not return its clock".into(),
+            ));
+        };
+        client.redis_clock().observe(stamp, redis_us, received);
+        let mut duplicates = reply.peekable();
         for position in 1..=MESSAGES_PER_CALL.min(prepared.len()) {
             let message = prepared.next().expect("a message per position");
             let duplicate = duplicates
@@ -368,6 +405,63 @@ async fn store(
         }
     }
     Ok(out)
+}
+
+/// Redis' clock as this process can tell it, so the producer can write whole envelopes
+/// (produce.lua keeps a stamp only when it lies at most 2 ms before Redis' now, never after;
+/// a refused one costs Redis a rewrite, as if no stamp had been sent).
+///
+/// It keeps `offset` = Redis' µs clock minus the local one, from the clock every produce
+/// reply carries. A reply's clock was read before the reply arrived, so every sample is at
+/// most the true offset and the largest is the best estimate: stamps come out slightly
+/// early, never late. A stamp that turns out to be ahead of Redis (the local clock was set
+/// forward, or runs fast) makes the newest sample the estimate.
+#[derive(Debug)]
+pub(crate) struct RedisClock {
+    /// µs; `i64::MIN` until the first reply.
+    offset_us: AtomicI64,
+}
+
+impl Default for RedisClock {
+    fn default() -> Self {
+        RedisClock {
+            offset_us: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+impl RedisClock {
+    fn local_us() -> i64 {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
+    }
+
+    /// Redis' now in ms as far as known, to stamp envelopes with; `None` before any reply.
+    pub(crate) fn stamp_ms(&self) -> Option<u64> {
+        self.stamp_ms_at(Self::local_us())
+    }
+
+    fn stamp_ms_at(&self, local_us: i64) -> Option<u64> {
+        let offset = self.offset_us.load(Ordering::Relaxed);
+        if offset == i64::MIN {
+            return None;
+        }
+        u64::try_from(local_us.saturating_add(offset) / 1000).ok()
+    }
+
+    /// A reply read Redis' clock at `redis_us`, and arrived at local time `received_us`; the
+    /// call carried `stamp`.
+    pub(crate) fn observe(&self, stamp: Option<u64>, redis_us: i64, received_us: i64) {
+        let sample = redis_us.saturating_sub(received_us);
+        let ahead = stamp.is_some_and(|ms| ms as i64 > redis_us / 1000);
+        if ahead {
+            self.offset_us.store(sample, Ordering::Relaxed);
+        } else {
+            self.offset_us.fetch_max(sample, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Runs the produce calls, retrying up to `Config::produce_retries` times (100 ms, 200 ms,
@@ -411,5 +505,39 @@ pub fn produce_batch<T: Topic>(
         produce_many(&client, builders)
             .await
             .map(|sent| sent.into_iter().map(|s| s.id).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RedisClock;
+
+    #[test]
+    fn no_stamp_before_the_first_reply() {
+        assert_eq!(RedisClock::default().stamp_ms_at(1_000_000), None);
+    }
+
+    #[test]
+    fn the_stamp_follows_the_best_sample_and_is_never_late() {
+        let clock = RedisClock::default();
+        // Redis read 5_000_000 µs; the reply arrived at local 1_000_300 µs (300 µs later
+        // than Redis' clock was read, by the local clock): offset at most 3_999_700
+        clock.observe(None, 5_000_000, 1_000_300);
+        assert_eq!(clock.stamp_ms_at(1_001_000), Some(5_000));
+        // a faster reply is a better (larger) sample; a slower one changes nothing
+        clock.observe(Some(5_000), 6_000_000, 2_000_050);
+        clock.observe(Some(5_000), 7_000_000, 3_001_000);
+        assert_eq!(clock.stamp_ms_at(3_000_999), Some(7_000));
+    }
+
+    #[test]
+    fn a_stamp_ahead_of_redis_resets_the_estimate() {
+        let clock = RedisClock::default();
+        clock.observe(None, 5_000_000, 1_000_000);
+        // the local clock jumped 1 s ahead: the call stamped 6_000, Redis was at 5_000.2
+        let stamp = clock.stamp_ms_at(2_000_000);
+        assert_eq!(stamp, Some(6_000));
+        clock.observe(stamp, 5_000_200, 2_000_300);
+        assert_eq!(clock.stamp_ms_at(2_000_300), Some(5_000));
     }
 }

@@ -26,15 +26,6 @@ const LEASE_ENV: (&str, &str) = ("MQ_LEASE_DURATION", "1s");
 /// How long a consumer may take to exit after SIGTERM when nothing is running.
 const EXIT_PATIENCE: Duration = Duration::from_secs(10);
 
-async fn redis_now_ms(env: &TestEnv) -> u64 {
-    let mut redis = env.redis.clone();
-    let (secs, micros): (u64, u64) = redis::cmd("TIME")
-        .query_async(&mut redis)
-        .await
-        .expect("TIME");
-    secs * 1000 + micros / 1000
-}
-
 async fn lease_deadline(env: &TestEnv, id: &str) -> Option<u64> {
     env.lease(Work::NAME, id)
         .await
@@ -289,7 +280,7 @@ async fn a_handler_running_three_leases_long_is_delivered_once() {
     // While it runs, the lease must always lie in the future and move forward.
     let mut deadlines = Vec::new();
     while started.elapsed() < run - Duration::from_millis(300) {
-        let now = redis_now_ms(&f.env).await;
+        let now = f.env.redis_now_ms().await;
         match lease_deadline(&f.env, &id).await {
             Some(deadline) => {
                 assert!(

@@ -143,7 +143,12 @@ pub struct FailItem {
 /// One concrete step: a script call (or a clock move / consumer crash).
 #[derive(Clone, Debug)]
 pub enum Call {
-    Produce(Vec<NewMsg>),
+    /// `stamp`: None sends bare bodies; Some(d) whole envelopes stamped `now + d` ms (the
+    /// script keeps stamps from 2 ms before its now up to now, and rewrites the others).
+    Produce {
+        items: Vec<NewMsg>,
+        stamp: Option<i64>,
+    },
     Fetch {
         consumer: usize,
         n: u64,
@@ -178,7 +183,7 @@ pub enum Call {
 impl Call {
     fn kind(&self) -> &'static str {
         match self {
-            Call::Produce(_) => "produce",
+            Call::Produce { .. } => "produce",
             Call::Fetch { .. } => "fetch",
             Call::Ack { .. } => "ack",
             Call::Fail { .. } => "fail",
@@ -212,7 +217,7 @@ fn sent_list(sent: &[Sent]) -> String {
 impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Call::Produce(items) => {
+            Call::Produce { items, stamp } => {
                 let items: Vec<String> = items
                     .iter()
                     .map(|m| {
@@ -226,7 +231,11 @@ impl fmt::Display for Call {
                         s
                     })
                     .collect();
-                write!(f, "produce [{}]", items.join(", "))
+                write!(f, "produce [{}]", items.join(", "))?;
+                match stamp {
+                    Some(d) => write!(f, " stamped now{d:+}"),
+                    None => Ok(()),
+                }
             }
             Call::Fetch { consumer, n } => write!(f, "c{consumer}: fetch {n}"),
             Call::Ack { consumer, sent } => write!(f, "c{consumer}: ack {}", sent_list(sent)),
@@ -513,7 +522,7 @@ enum Clock {
 /// sequence (for shrinking); `resolve` turns it into a concrete `Call`.
 #[derive(Clone, Debug)]
 enum Op {
-    Produce(Vec<Spec>),
+    Produce(Vec<Spec>, Option<i64>),
     Fetch {
         consumer: usize,
         n: u64,
@@ -602,6 +611,13 @@ fn random_op(rng: &mut Rng, p: &Params) -> Op {
                     body: rng.next(),
                 })
                 .collect(),
+            // the producer's estimate of Redis' clock: mostly right, sometimes too old or
+            // ahead (refused), or not known yet (bare bodies)
+            if rng.chance(30) {
+                None
+            } else {
+                Some(rng.range(0, 6) as i64 - 4)
+            },
         ),
         16..=36 => Op::Fetch {
             consumer,
@@ -743,7 +759,7 @@ impl Exec {
     fn resolve(&mut self, op: &Op, step: usize) -> (Call, Op) {
         let call = self.resolve_call(op, step);
         let pinned = match (op, &call) {
-            (Op::Produce(specs), Call::Produce(items)) => Op::Produce(
+            (Op::Produce(specs, stamp), Call::Produce { items, .. }) => Op::Produce(
                 specs
                     .iter()
                     .zip(items)
@@ -752,6 +768,7 @@ impl Exec {
                         ..spec.clone()
                     })
                     .collect(),
+                *stamp,
             ),
             (Op::Ack { picks, .. }, Call::Ack { consumer, sent }) => Op::Ack {
                 consumer: *consumer,
@@ -783,8 +800,9 @@ impl Exec {
     fn resolve_call(&mut self, op: &Op, step: usize) -> Call {
         let now = self.model.now;
         match op {
-            Op::Produce(specs) => Call::Produce(
-                specs
+            Op::Produce(specs, stamp) => Call::Produce {
+                stamp: *stamp,
+                items: specs
                     .iter()
                     .map(|s| {
                         let id = match &s.id {
@@ -810,7 +828,7 @@ impl Exec {
                         }
                     })
                     .collect(),
-            ),
+            },
             Op::Fetch { consumer, n } => Call::Fetch {
                 consumer: *consumer,
                 n: *n,
@@ -950,7 +968,7 @@ fn run_case(real: &mut Real, params: Params, ops: &[Op]) -> Result<Coverage, Fai
         let now = exec.model.now;
         let (reply, leased) = exec.model.apply(&call);
         exec.settle(&call, leased.clone());
-        if let Call::Produce(_) = call {
+        if let Call::Produce { .. } = call {
             // messages handed straight to parked consumers
             for (consumer, lease) in std::mem::take(&mut exec.model.pushed) {
                 exec.held[consumer].push(lease);
@@ -1019,6 +1037,8 @@ struct Coverage {
     stale: i64,
     /// Produce calls reporting a duplicate.
     duplicates: i64,
+    /// Produce calls whose stamped envelopes were kept as sent.
+    stamped: i64,
     /// Leases renewed, messages released.
     renewed: i64,
     released: i64,
@@ -1032,8 +1052,12 @@ impl Coverage {
         };
         let int = |r: &R| if let R::Int(n) = r { *n } else { 0 };
         match call {
-            // produce.lua answers the positions of the duplicates
-            Call::Produce(_) => self.duplicates += items.len() as i64,
+            // produce.lua answers its clock, whether it kept the stamp, then the positions of
+            // the duplicates
+            Call::Produce { .. } => {
+                self.duplicates += items.len().saturating_sub(2) as i64;
+                self.stamped += items.get(1).map_or(0, int);
+            }
             Call::Ack { .. } => self.stale += items.len().saturating_sub(1) as i64,
             Call::Fail { .. } => self.stale += items.iter().filter(|r| int(r) == 0).count() as i64,
             Call::Renew { .. } => {
@@ -1055,6 +1079,7 @@ impl Coverage {
         }
         self.stale += other.stale;
         self.duplicates += other.duplicates;
+        self.stamped += other.stamped;
         self.renewed += other.renewed;
         self.released += other.released;
     }
@@ -1113,12 +1138,12 @@ fn shrink(real: &mut Real, params: Params, failure: Failure) -> (Vec<Op>, Failur
     }
     for i in 0..ops.len() {
         let mut j = 0;
-        while let Op::Produce(specs) = &ops[i] {
+        while let Op::Produce(specs, _) = &ops[i] {
             if j >= specs.len() || specs.len() == 1 {
                 break;
             }
             let mut candidate = ops.clone();
-            if let Op::Produce(specs) = &mut candidate[i] {
+            if let Op::Produce(specs, _) = &mut candidate[i] {
                 specs.remove(j);
             }
             match still_fails(&candidate, &mut best) {
@@ -1212,11 +1237,13 @@ fn scripts_follow_the_model() {
     }
     eprintln!(
         "model: {cases} cases, {} steps, all checked, in {:.2?} (first seed {base:#x})\n\
-         model: exercised {:?}, duplicates {}, renewed {}, released {}, refused stale {}",
+         model: exercised {:?}, duplicates {}, stamps kept {}, renewed {}, released {}, \
+         refused stale {}",
         total.steps,
         started.elapsed(),
         total.stats,
         total.duplicates,
+        total.stamped,
         total.renewed,
         total.released,
         total.stale,
@@ -1241,13 +1268,16 @@ fn check_sequence(params: Params, ops: Vec<Op>) {
 }
 
 fn produce(id: &str) -> Op {
-    Op::Produce(vec![Spec {
-        id: IdChoice::Named(id.to_string()),
-        prio: 1,
-        delay: 0,
-        ttl: 0,
-        body: 1,
-    }])
+    Op::Produce(
+        vec![Spec {
+            id: IdChoice::Named(id.to_string()),
+            prio: 1,
+            delay: 0,
+            ttl: 0,
+            body: 1,
+        }],
+        None,
+    )
 }
 
 fn fetch(consumer: usize, n: u64) -> Op {

@@ -1,5 +1,6 @@
-//! Producing without the message type (`Client::send_raw`, what the `rmq` command uses)
-//! and the client's in-process producer figures (`Client::producer_stats`).
+//! Producing without the message type (`Client::send_raw`, what the `rmq` command uses),
+//! the envelope's times whoever writes it, and the client's in-process producer figures
+//! (`Client::producer_stats`).
 
 mod common;
 
@@ -135,4 +136,83 @@ async fn producer_stats_count_sent_duplicates_failures_and_latency() {
     assert!(err.is_err());
     let down = c.producer_stats();
     assert_eq!((down.sent, down.failed, down.requests), (11, 1, 4));
+}
+
+/// A client writes whole envelopes once a reply has told it Redis' clock (the first call
+/// sends bare bodies): the times in them must still be Redis' -- produced at most 2 ms before
+/// Redis stored the message, never after it, and the TTL counted from there -- and every
+/// payload must arrive whole, batched or not, delayed or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_carry_redis_clock_whoever_writes_them() {
+    let env = TestEnv::start("stamped").await;
+    let c = &env.client;
+    let keys = env.keys(Order::NAME);
+    let ttl = Duration::from_secs(60);
+    for round in 0..30u64 {
+        let before = env.redis_now_ms().await;
+        let delay = Duration::from_millis(round % 3 * 1000);
+        let single = c
+            .send(Order {
+                order_id: format!("ORD_{round}"),
+                amount: round as f64,
+            })
+            .delay(delay)
+            .ttl(ttl)
+            .await
+            .unwrap();
+        let batch = c
+            .produce_batch((0..3).map(|i| Order {
+                order_id: format!("ORD_{round}_{i}"),
+                amount: 0.5,
+            }))
+            .await
+            .unwrap();
+        let after = env.redis_now_ms().await;
+
+        let mut redis = env.redis.clone();
+        let check = |stored: String, order_id: String, delay_ms: u64, ttl_ms: u64| {
+            let fields: Vec<&str> = stored.splitn(4, '|').collect();
+            let produced: u64 = fields[1].parse().unwrap();
+            let expire: u64 = fields[2].parse().unwrap();
+            assert!(
+                before.saturating_sub(2) <= produced && produced <= after,
+                "round {round}: produced at {produced}, stored between {before} and {after}"
+            );
+            let want_expire = if ttl_ms > 0 {
+                produced + delay_ms + ttl_ms
+            } else {
+                0
+            };
+            assert_eq!(expire, want_expire, "round {round}: {stored}");
+            let body = fields[3];
+            assert!(
+                body.starts_with(&format!("0|{{\"order_id\":\"{order_id}\",\"amount\":"))
+                    && body.ends_with('}'),
+                "round {round}: {stored}"
+            );
+        };
+        let stored: String = redis::cmd("HGET")
+            .arg(&keys.messages)
+            .arg(single.id.as_str())
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        check(
+            stored,
+            format!("ORD_{round}"),
+            delay.as_millis() as u64,
+            60_000,
+        );
+        for (i, id) in batch.iter().enumerate() {
+            let stored: String = redis::cmd("HGET")
+                .arg(&keys.messages)
+                .arg(id.as_str())
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            // the batch has the configured default TTL
+            let ttl_ms = c.config().message_ttl.as_millis() as u64;
+            check(stored, format!("ORD_{round}_{i}"), 0, ttl_ms);
+        }
+    }
 }

@@ -64,6 +64,16 @@ impl TestEnv {
         self.redis = raw_connection(&self.server.url()).await;
     }
 
+    /// Redis' clock, in ms since 1970.
+    pub async fn redis_now_ms(&self) -> u64 {
+        let mut redis = self.redis.clone();
+        let (secs, micros): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut redis)
+            .await
+            .expect("TIME");
+        secs * 1000 + micros / 1000
+    }
+
     /// The ids in the pending lists of `topic`, high priority first, each list from its
     /// front (the next to be fetched) to its back.
     pub async fn pending_ids(&self, topic: &str) -> Vec<String> {

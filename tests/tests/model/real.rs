@@ -203,11 +203,14 @@ impl Real {
     /// The script call `call` makes at `now` (none for a clock move or a crash).
     fn script_call(&self, call: &Call, p: &Params, now: u64) -> Option<redis::Cmd> {
         let k = &self.keys;
+        let at = now;
         let now = now.to_string();
         match call {
-            Call::Produce(items) => {
-                // runs of messages sharing priority, delay and TTL, as producer.rs sends them
-                let mut args = vec![now];
+            Call::Produce { items, stamp } => {
+                // runs of messages sharing priority, delay and TTL, as producer.rs sends them;
+                // stamped: whole envelopes
+                let stamp = stamp.map(|d| (at as i64 + d) as u64);
+                let mut args = vec![now, stamp.map(|s| s.to_string()).unwrap_or_default()];
                 let shared = |m: &NewMsg| (m.prio, m.delay, m.ttl);
                 for run in items.chunk_by(|a, b| shared(a) == shared(b)) {
                     let (prio, delay, ttl) = shared(&run[0]);
@@ -215,7 +218,14 @@ impl Real {
                         [run.len(), prio, delay as usize, ttl as usize].map(|n| n.to_string()),
                     );
                     for m in run {
-                        args.extend([m.id.clone(), m.body.clone()]);
+                        let body = match stamp {
+                            Some(s) => {
+                                let expire = if ttl > 0 { s + delay + ttl } else { 0 };
+                                format!("{prio}|{s}|{expire}|{}", m.body)
+                            }
+                            None => m.body.clone(),
+                        };
+                        args.extend([m.id.clone(), body]);
                     }
                 }
                 let sha = &self.sha.produce;

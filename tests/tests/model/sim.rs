@@ -183,7 +183,7 @@ impl Model {
     /// The reply the script should give, and the leases a fetch hands out.
     pub fn apply(&mut self, call: &Call) -> (R, Vec<Lease>) {
         match call {
-            Call::Produce(items) => (self.produce(items), Vec::new()),
+            Call::Produce { items, stamp } => (self.produce(items, *stamp), Vec::new()),
             Call::Fetch { n, consumer } => {
                 let (reply, leased) = self.fetch(*n);
                 // 4. fewer than asked: parks; else (busy) leaves `waiting`
@@ -251,10 +251,15 @@ impl Model {
         true
     }
 
-    fn produce(&mut self, items: &[NewMsg]) -> R {
+    fn produce(&mut self, items: &[NewMsg], stamp: Option<i64>) -> R {
         let now = self.now;
-        // the reply: positions (from 1) of the duplicates
-        let mut duplicates = Vec::new();
+        // a stamp from 2 ms before now up to now is the produced time; any other, or none,
+        // and Redis' now is
+        let kept = stamp.filter(|d| (-2..=0).contains(d));
+        let produced = kept.map_or(now, |d| (now as i64 + d) as u64);
+        // the reply: the clock in µs, whether the stamp was kept, positions (from 1) of the
+        // duplicates
+        let mut duplicates = vec![R::Int(now as i64 * 1000), R::Int(i64::from(kept.is_some()))];
         let mut stored = 0;
         let mut push_tried = false;
         self.pushed.clear();
@@ -265,7 +270,7 @@ impl Model {
             }
             // TTL counts from the moment the message becomes ready
             let expire = if item.ttl > 0 {
-                now + item.delay + item.ttl
+                produced + item.delay + item.ttl
             } else {
                 0
             };
@@ -295,7 +300,7 @@ impl Model {
                 item.id.clone(),
                 Msg {
                     prio: item.prio,
-                    produced: now,
+                    produced,
                     expire,
                     body: item.body.clone(),
                     attempts: u64::from(matches!(state, State::InFlight { .. })),
