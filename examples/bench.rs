@@ -1677,7 +1677,7 @@ impl Bench {
         lat.insert("rate".into(), json!(rate));
         lat.insert(
             "latency_clock".into(),
-            json!("client monotonic clock: instant before send() → first line of the handler; the redis_stamp figures use Context::produced_at() (Redis TIME, whole ms, so they read up to 1 ms high)"),
+            json!("client monotonic clock: instant before send() → first line of the handler; the redis_stamp figures use Context::produced_at() (Redis' clock in whole ms, stamped up to 2 ms before the store, so they read up to 3 ms high)"),
         );
         row.extra = lat;
         let (p50, p99) = (p(&client_ms, 0.5), p(&client_ms, 0.99));

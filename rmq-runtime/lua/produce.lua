@@ -11,9 +11,9 @@
 -- ARGV[1] now (ms, "" = Redis TIME)
 -- ARGV[2] stamp: "" when the messages below are bare bodies; else the produced_ms the
 --         client wrote into the whole envelopes below, "<prio>|<stamp>|<expire_ms>|<body>"
---         (expire_ms = stamp + delay + ttl, 0 without a TTL)
+--         (expire_ms = stamp + delay in whole ms, rounded up + ttl; 0 without a TTL)
 -- ARGV[3..] runs of messages that share priority, delay and TTL (a batch is usually one):
---           count, priority (0|1|2), delay_ms, ttl_ms (0 = none), then count pairs
+--           count, priority (0|1|2), delay_us, ttl_ms (0 = none), then count pairs
 --           id, body (or envelope, see ARGV[2])
 --
 -- The envelope's timestamps come from Redis' clock. A client that knows that clock well
@@ -67,11 +67,17 @@ end
 local stamped = stamp ~= nil and stamp <= now and stamp >= now - STAMP_SLACK
 local rewrite = not stamped and ARGV[2] ~= ''
 
+-- A delay comes in µs, so its due time is rounded up once, from Redis' µs clock: never
+-- early, at most 1 ms late (whole ms on both sides made it up to 2 ms late).
+local function due_after(delay_us)
+  return math.ceil((clock_us + delay_us) / 1000)
+end
+
 -- The envelope's header, "<prio>|<produced_ms>|<expire_ms>|" (the body follows). TTL counts
 -- from the moment the message becomes ready, so a long delay cannot use it up.
 local function header(prio, delay, ttl)
   local expire = 0
-  if ttl > 0 then expire = now + delay + ttl end
+  if ttl > 0 then expire = now + math.ceil(delay / 1000) + ttl end
   return prio .. '|' .. now .. '|' .. expire .. '|'
 end
 
@@ -83,7 +89,7 @@ local function rewriting(prio, delay, ttl)
   local cut = 0
   if rewrite then
     local expire = 0
-    if ttl > 0 then expire = stamp + delay + ttl end
+    if ttl > 0 then expire = stamp + math.ceil(delay / 1000) + ttl end
     cut = #(prio .. '|' .. ARGV[2] .. '|' .. expire .. '|')
   end
   return header(prio, delay, ttl), cut
@@ -126,7 +132,7 @@ if #ARGV == 8 and ARGV[3] == '1' then
   local envelope = envelope_at(8, rewriting(prio, delay, ttl))
   if redis.call('HSETNX', k.messages, id, envelope) == 0 then return reply({ 1 }) end
   if delay > 0 then
-    redis.call('ZADD', k.delayed, due_in(delay), id)
+    redis.call('ZADD', k.delayed, due_after(delay), id)
     wake_if_earliest(k.delayed, k.wake, id)
   elseif not handed(id, envelope) and redis.call('LPUSH', KEYS[2 + prio], id) == 1 then
     redis.call('PUBLISH', k.wake, 'p')
@@ -180,7 +186,7 @@ local function store(run, b, n)
   local ids = {}
   for j = 1, n do ids[j] = ARGV[b + 2 * j - 2] end
   local existing = redis.call('HMGET', k.messages, unpack(ids, 1, n))
-  local due = delay > 0 and due_in(delay)
+  local due = delay > 0 and due_after(delay)
 
   -- the usual case: no duplicate, envelopes as the client wrote them
   local clean = stamped

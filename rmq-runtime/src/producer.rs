@@ -177,8 +177,9 @@ impl SendOptions {
         Ok(Prepared {
             id,
             priority: self.priority.unwrap_or(priority),
-            // rounded up: a message never runs before its time
-            delay_ms: u64::try_from(delay.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX),
+            // rounded up: a message never runs before its time (produce.lua rounds the due
+            // time up to whole ms once more, from Redis' µs clock)
+            delay_us: u64::try_from(delay.as_nanos().div_ceil(1_000)).unwrap_or(u64::MAX),
             ttl_ms: millis(ttl),
             body,
         })
@@ -195,7 +196,7 @@ impl SendOptions {
 struct Prepared {
     id: MessageId,
     priority: Priority,
-    delay_ms: u64,
+    delay_us: u64,
     ttl_ms: u64,
     body: Vec<u8>,
 }
@@ -337,17 +338,17 @@ async fn store(
             let mut call = SCRIPTS.produce.call(&keys.for_produce());
             call.arg("").arg(&stamp_arg);
             // runs of messages sharing priority, delay and TTL (see produce.lua)
-            let shared = |m: &Prepared| (m.priority, m.delay_ms, m.ttl_ms);
+            let shared = |m: &Prepared| (m.priority, m.delay_us, m.ttl_ms);
             for run in chunk.chunk_by(|a, b| shared(a) == shared(b)) {
-                let (priority, delay_ms, ttl_ms) = shared(&run[0]);
+                let (priority, delay_us, ttl_ms) = shared(&run[0]);
                 call.arg(run.len())
                     .arg(priority.index())
-                    .arg(delay_ms)
+                    .arg(delay_us)
                     .arg(ttl_ms);
                 // with a stamp, the whole envelope: the run's header, then each body
                 let head = stamp.map(|ms| {
                     let expire = if ttl_ms > 0 {
-                        ms + delay_ms + ttl_ms
+                        ms + delay_us.div_ceil(1000) + ttl_ms
                     } else {
                         0
                     };

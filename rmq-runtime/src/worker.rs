@@ -485,12 +485,13 @@ impl Driver {
 }
 
 /// Sleeps until `at`, to within about 0.1 ms. Tokio's timer ticks in whole milliseconds
-/// (a sleep ends up to 1 ms late), which alone would use up most of a delayed message's
-/// lateness budget; the last millisecond is slept on a blocking-pool thread, whose sleep
-/// the kernel ends on time. If the caller stops waiting, that thread just finishes its
-/// (at most 1 ms) sleep.
+/// (a sleep ends up to 1 ms late, more when this VM's idle vCPU wakes slowly), which alone
+/// would use up most of a delayed message's lateness budget; the last 2 ms are slept on a
+/// blocking-pool thread, whose sleep the kernel ends on time (with 1 ms, tokio's own wake-up
+/// was often already past `at`). If the caller stops waiting, that thread just finishes its
+/// (at most 2 ms) sleep.
 async fn sleep_precisely_until(at: Instant) {
-    const TICK: Duration = Duration::from_millis(1);
+    const TICK: Duration = Duration::from_millis(2);
     if let Some(coarse) = at.checked_sub(TICK).filter(|c| *c > Instant::now()) {
         tokio::time::sleep_until(coarse.into()).await;
     }

@@ -127,7 +127,8 @@ impl Action {
 pub struct NewMsg {
     pub id: String,
     pub prio: usize,
-    pub delay: u64,
+    /// µs, as the producer sends it
+    pub delay_us: u64,
     pub ttl: u64,
     pub body: String,
 }
@@ -222,8 +223,8 @@ impl fmt::Display for Call {
                     .iter()
                     .map(|m| {
                         let mut s = format!("{} p{}", m.id, m.prio);
-                        if m.delay > 0 {
-                            s += &format!(" delay={}", m.delay);
+                        if m.delay_us > 0 {
+                            s += &format!(" delay={}us", m.delay_us);
                         }
                         if m.ttl > 0 {
                             s += &format!(" ttl={}", m.ttl);
@@ -502,7 +503,7 @@ enum IdSel {
 struct Spec {
     id: IdChoice,
     prio: usize,
-    delay: u64,
+    delay_us: u64,
     ttl: u64,
     body: u64,
 }
@@ -598,10 +599,13 @@ fn random_op(rng: &mut Rng, p: &Params) -> Op {
                         IdChoice::Fresh
                     },
                     prio: rng.below(3) as usize,
-                    delay: if rng.chance(65) {
+                    // whole ms or not: the due time is rounded up to whole ms once
+                    delay_us: if rng.chance(65) {
                         0
+                    } else if rng.chance(50) {
+                        rng.range(1, 2 * p.lease) * 1000
                     } else {
-                        rng.range(1, 2 * p.lease)
+                        rng.range(1, 2 * p.lease * 1000)
                     },
                     ttl: if rng.chance(60) {
                         0
@@ -822,7 +826,7 @@ impl Exec {
                         NewMsg {
                             id,
                             prio: s.prio,
-                            delay: s.delay,
+                            delay_us: s.delay_us,
                             ttl: s.ttl,
                             body,
                         }
@@ -1272,7 +1276,7 @@ fn produce(id: &str) -> Op {
         vec![Spec {
             id: IdChoice::Named(id.to_string()),
             prio: 1,
-            delay: 0,
+            delay_us: 0,
             ttl: 0,
             body: 1,
         }],

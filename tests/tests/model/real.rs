@@ -211,7 +211,7 @@ impl Real {
                 // stamped: whole envelopes
                 let stamp = stamp.map(|d| (at as i64 + d) as u64);
                 let mut args = vec![now, stamp.map(|s| s.to_string()).unwrap_or_default()];
-                let shared = |m: &NewMsg| (m.prio, m.delay, m.ttl);
+                let shared = |m: &NewMsg| (m.prio, m.delay_us, m.ttl);
                 for run in items.chunk_by(|a, b| shared(a) == shared(b)) {
                     let (prio, delay, ttl) = shared(&run[0]);
                     args.extend(
@@ -220,7 +220,11 @@ impl Real {
                     for m in run {
                         let body = match stamp {
                             Some(s) => {
-                                let expire = if ttl > 0 { s + delay + ttl } else { 0 };
+                                let expire = if ttl > 0 {
+                                    s + delay.div_ceil(1000) + ttl
+                                } else {
+                                    0
+                                };
                                 format!("{prio}|{s}|{expire}|{}", m.body)
                             }
                             None => m.body.clone(),

@@ -268,20 +268,22 @@ impl Model {
                 duplicates.push(R::Int(position as i64 + 1));
                 continue;
             }
-            // TTL counts from the moment the message becomes ready
+            // TTL counts from the moment the message becomes ready; the delay in whole ms,
+            // rounded up (the due time: now is whole ms here)
+            let delay = item.delay_us.div_ceil(1000);
             let expire = if item.ttl > 0 {
-                produced + item.delay + item.ttl
+                produced + delay + item.ttl
             } else {
                 0
             };
-            let handed = if item.delay == 0 && !push_tried {
+            let handed = if delay == 0 && !push_tried {
                 push_tried = true;
                 self.push_to_parked()
             } else {
                 None
             };
-            let state = if item.delay > 0 {
-                State::Delayed(now + item.delay)
+            let state = if delay > 0 {
+                State::Delayed(now + delay)
             } else if let Some((consumer, deadline, token)) = handed {
                 self.pushed.push((
                     consumer,
