@@ -3,7 +3,7 @@
 use std::future::{Future, IntoFuture};
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::{RedisWrite, Value};
@@ -381,13 +381,15 @@ async fn store(
             return Err(Error::Protocol("produce.lua did not return a list".into()));
         };
         let mut reply = reply.into_iter();
-        let (Some(Value::Int(redis_us)), Some(Value::Int(_used))) = (reply.next(), reply.next())
+        let (Some(Value::Int(redis_us)), Some(Value::Int(kept))) = (reply.next(), reply.next())
         else {
             return Err(Error::Protocol(
                 "produce.lua did not return its clock".into(),
             ));
         };
-        client.redis_clock().observe(stamp, redis_us, received);
+        client
+            .redis_clock()
+            .observe(stamp, redis_us, received, kept == 1);
         let mut duplicates = reply.peekable();
         for position in 1..=MESSAGES_PER_CALL.min(prepared.len()) {
             let message = prepared.next().expect("a message per position");
@@ -421,12 +423,16 @@ async fn store(
 pub(crate) struct RedisClock {
     /// µs; `i64::MIN` until the first reply.
     offset_us: AtomicI64,
+    /// Calls whose stamped envelopes Redis kept as sent (the point of all this; a test
+    /// checks it).
+    kept: AtomicU64,
 }
 
 impl Default for RedisClock {
     fn default() -> Self {
         RedisClock {
             offset_us: AtomicI64::new(i64::MIN),
+            kept: AtomicU64::new(0),
         }
     }
 }
@@ -453,8 +459,11 @@ impl RedisClock {
     }
 
     /// A reply read Redis' clock at `redis_us`, and arrived at local time `received_us`; the
-    /// call carried `stamp`.
-    pub(crate) fn observe(&self, stamp: Option<u64>, redis_us: i64, received_us: i64) {
+    /// call carried `stamp`, which Redis `kept` or not.
+    pub(crate) fn observe(&self, stamp: Option<u64>, redis_us: i64, received_us: i64, kept: bool) {
+        if kept {
+            self.kept.fetch_add(1, Ordering::Relaxed);
+        }
         let sample = redis_us.saturating_sub(received_us);
         let ahead = stamp.is_some_and(|ms| ms as i64 > redis_us / 1000);
         if ahead {
@@ -511,7 +520,36 @@ pub fn produce_batch<T: Topic>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::RedisClock;
+    use crate::{Client, Config};
+
+    /// The first call sends bare bodies; every later one writes whole envelopes, and Redis
+    /// (a real one, with its own clock) keeps them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_the_first_reply_redis_keeps_the_envelopes_the_producer_writes() {
+        let server = rmq_testkit::RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+        let config = Config {
+            redis_url: server.url(),
+            queue_prefix: rmq_testkit::unique_prefix("stamps"),
+            ..Config::default()
+        };
+        let client = Client::connect(config).await.unwrap();
+        let clock = client.redis_clock();
+        assert_eq!(clock.stamp_ms(), None);
+        for n in 0..20 {
+            let sent = client
+                .send_raw("stamps", format!(r#"{{"n":{n}}}"#))
+                .await
+                .unwrap();
+            assert!(!sent.duplicate);
+            assert!(clock.stamp_ms().is_some());
+        }
+        // a stamp can miss by a hair on a loaded machine (then Redis rewrites the header)
+        let kept = clock.kept.load(Ordering::Relaxed);
+        assert!(kept >= 15, "Redis kept {kept} of 19 stamped calls");
+    }
 
     #[test]
     fn no_stamp_before_the_first_reply() {
@@ -523,22 +561,22 @@ mod tests {
         let clock = RedisClock::default();
         // Redis read 5_000_000 µs; the reply arrived at local 1_000_300 µs (300 µs later
         // than Redis' clock was read, by the local clock): offset at most 3_999_700
-        clock.observe(None, 5_000_000, 1_000_300);
+        clock.observe(None, 5_000_000, 1_000_300, false);
         assert_eq!(clock.stamp_ms_at(1_001_000), Some(5_000));
         // a faster reply is a better (larger) sample; a slower one changes nothing
-        clock.observe(Some(5_000), 6_000_000, 2_000_050);
-        clock.observe(Some(5_000), 7_000_000, 3_001_000);
+        clock.observe(Some(5_000), 6_000_000, 2_000_050, true);
+        clock.observe(Some(5_000), 7_000_000, 3_001_000, true);
         assert_eq!(clock.stamp_ms_at(3_000_999), Some(7_000));
     }
 
     #[test]
     fn a_stamp_ahead_of_redis_resets_the_estimate() {
         let clock = RedisClock::default();
-        clock.observe(None, 5_000_000, 1_000_000);
+        clock.observe(None, 5_000_000, 1_000_000, false);
         // the local clock jumped 1 s ahead: the call stamped 6_000, Redis was at 5_000.2
         let stamp = clock.stamp_ms_at(2_000_000);
         assert_eq!(stamp, Some(6_000));
-        clock.observe(stamp, 5_000_200, 2_000_300);
+        clock.observe(stamp, 5_000_200, 2_000_300, false);
         assert_eq!(clock.stamp_ms_at(2_000_300), Some(5_000));
     }
 }
