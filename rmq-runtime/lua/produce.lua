@@ -75,10 +75,11 @@ end
 
 -- The envelope's header, "<prio>|<produced_ms>|<expire_ms>|" (the body follows). TTL counts
 -- from the moment the message becomes ready, so a long delay cannot use it up.
-local function header(prio, delay, ttl)
+-- `produced` is Redis' now, or the client's stamp as it sent it (to measure its header).
+local function header(produced, prio, delay, ttl)
   local expire = 0
-  if ttl > 0 then expire = now + math.ceil(delay / 1000) + ttl end
-  return prio .. '|' .. now .. '|' .. expire .. '|'
+  if ttl > 0 then expire = tonumber(produced) + math.ceil(delay / 1000) + ttl end
+  return prio .. '|' .. produced .. '|' .. expire .. '|'
 end
 
 -- What to prepend to the bodies of a run, and how many bytes of the client's header to cut
@@ -87,12 +88,8 @@ end
 local function rewriting(prio, delay, ttl)
   if stamped then return nil, 0 end
   local cut = 0
-  if rewrite then
-    local expire = 0
-    if ttl > 0 then expire = stamp + math.ceil(delay / 1000) + ttl end
-    cut = #(prio .. '|' .. ARGV[2] .. '|' .. expire .. '|')
-  end
-  return header(prio, delay, ttl), cut
+  if rewrite then cut = #header(ARGV[2], prio, delay, ttl) end
+  return header(now, prio, delay, ttl), cut
 end
 
 -- The envelope to store for argument `a`, given its run's `rewriting`.

@@ -557,7 +557,7 @@ mod tests {
     }
 
     #[test]
-    fn the_stamp_follows_the_best_sample_and_is_never_late() {
+    fn the_stamp_follows_the_best_sample() {
         let clock = RedisClock::default();
         // Redis read 5_000_000 µs; the reply arrived at local 1_000_300 µs (300 µs later
         // than Redis' clock was read, by the local clock): offset at most 3_999_700
