@@ -7,7 +7,7 @@
 //!                                  LPUSH at the back, RPOP from the front
 //! [prefix:]rmq:{T}:delayed   zset  id scored by the time (ms) it becomes ready
 //! [prefix:]rmq:{T}:inflight  zset  lease "<id>|<token>|<attempt>" scored by its deadline (ms);
-//!                                  the token is unique per delivery
+//!                                  id and token are unique per delivery
 //! [prefix:]rmq:{T}:attempts  hash  id -> deliveries so far, while not in flight (retry, DLQ)
 //! [prefix:]rmq:{T}:errors    hash  id -> "first_failed_ms|last_failed_ms|last error"
 //! [prefix:]rmq:{T}:dead      zset  id scored by the time (ms) it was dead-lettered

@@ -30,8 +30,9 @@
 --    whose TTL has passed is never delivered: it is counted as expired and deleted (or
 --    dead-lettered with reason "expired" when ARGV[7] and ARGV[5] are both "1"). Each
 --    delivered id gets a lease (see lease_of in lib.lua: the attempt number, previous
---    attempts + 1, moves from `attempts` into it) scored now + lease length, with a token
---    unique in the topic; ack.lua, fail.lua, renew.lua and release.lua take the lease
+--    attempts + 1, moves from `attempts` into it) scored now + lease length, with this
+--    call's token (with the id, unique per delivery in the topic); ack.lua, fail.lua,
+--    renew.lua and release.lua take the lease
 --    back. A paused topic leases nothing (steps 1 and 2 still run, so nothing stalls), and
 --    producers are not affected.
 -- 4. A consumer that got fewer than N parks in `waiting` (ARGV[8]), so the next message
@@ -127,6 +128,7 @@ local deadline = tostring(now + lease_ms)
 if want > 0 and redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) == 0 then want = 0 end
 if want > 0 and redis.call('EXISTS', KEYS[11]) == 1 then want = 0 end
 local any_attempts = nil -- does `attempts` have entries? asked once, when first needed
+local token = nil -- this call's lease token (text), from the first batch it leases
 for level = 0, 2 do
   while leased < want do
     local ids = redis.call('RPOP', KEYS[2 + level], want - leased)
@@ -155,11 +157,16 @@ for level = 0, 2 do
       if any_attempts == nil then any_attempts = redis.call('EXISTS', k.attempts) == 1 end
       local previous = any_attempts and redis.call('HMGET', k.attempts, unpack(live)) or {}
       local first_token = redis.call('HINCRBY', k.stats, 'delivered', #live) - #live
+      if not token then token = tostring(first_token + 1) end
       local members, carried = { '+inf', LEASE_PIN }, {}
       for i, id in ipairs(live) do
         local before = previous[i]
-        if before then carried[#carried + 1] = id end
-        local lease = lease_of(id, first_token + i, (tonumber(before) or 0) + 1)
+        local attempt = '1'
+        if before then
+          carried[#carried + 1] = id
+          attempt = tostring((tonumber(before) or 0) + 1)
+        end
+        local lease = lease_of(id, token, attempt)
         members[2 * i + 1] = deadline
         members[2 * i + 2] = lease
         reply[#reply + 1] = lease

@@ -122,8 +122,8 @@ fn flag(on: bool) -> &'static str {
 }
 
 /// One delivery's lease: the message, its attempt number and the lease itself, the
-/// `inflight` member `<id>|<token>|<attempt>` the scripts take back (the token is unique
-/// per delivery in the topic; see `lease_of` in lib.lua).
+/// `inflight` member `<id>|<token>|<attempt>` the scripts take back (id and token are
+/// unique per delivery in the topic; see `lease_of` in lib.lua).
 #[derive(Clone, Debug)]
 pub(crate) struct Lease {
     pub(crate) id: MessageId,

@@ -61,8 +61,8 @@ pub enum R {
     List(Vec<R>),
 }
 
-/// A lease a consumer was handed: message id, lease token (unique per delivery) and the
-/// attempt number.
+/// A lease a consumer was handed: message id, lease token (with the id, unique per
+/// delivery) and the attempt number.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Lease {
     pub id: String,

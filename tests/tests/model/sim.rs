@@ -2,9 +2,10 @@
 //! invariants) say each script call does, on plain Rust structures.
 //!
 //! One entry per stored message, in exactly one state; the pending lists are queues whose
-//! front is the next message a fetch takes. Every delivery gets the next lease token of
-//! the topic (1, 2, 3, ...; fetch.lua draws them from the `delivered` counter), and "the
-//! holder of the current lease" is whoever was handed the delivery the message is in now.
+//! front is the next message a fetch takes. Every delivery draws the next value of the
+//! topic's `delivered` counter (1, 2, 3, ...); the leases of one fetch call all carry the
+//! first value it drew as their token, so id and token name one delivery. "The holder of
+//! the current lease" is whoever was handed the delivery the message is in now.
 //!
 //! Where the documents leave a detail open, the model takes the script headers' more
 //! precise reading:
@@ -406,6 +407,8 @@ impl Model {
         ];
         let mut leases = Vec::new();
         let mut expired = 0;
+        // one token for the whole call: with the id, unique per delivery
+        let token = self.stats.get("delivered").copied().unwrap_or(0) as u64 + 1;
         for level in 0..3 {
             while (leases.len() as u64) < want {
                 let Some(id) = self.pending[level].pop_front() else {
@@ -424,7 +427,6 @@ impl Model {
                     continue;
                 }
                 m.attempts += 1;
-                let token = self.stats.get("delivered").copied().unwrap_or(0) as u64 + 1;
                 m.state = State::InFlight {
                     deadline: now + self.p.lease,
                     token,
