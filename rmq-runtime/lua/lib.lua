@@ -28,12 +28,29 @@ local function priority_of(envelope)
   return string.byte(envelope, 1) - 48
 end
 
--- Field 3 of "<prio>|<produced_ms>|<expire_ms>|...": 0 means no TTL. Most messages have
--- none and a 13-digit produced_ms (years 2001-2286): "|0|" at bytes 16-18 says so without
--- a pattern match (4x cheaper, and fetch asks once per message).
+-- Field 3 of "<prio>|<produced_ms>|<expire_ms>|...": 0 means no TTL. fetch asks once per
+-- message, so the usual shapes are read from bytes, without a pattern match and tonumber
+-- (together 0.37 us; this 0.1-0.25 us): a 13-digit produced_ms (years 2001-2286) ends at
+-- byte 15, so "|0|" at bytes 16-18 means no TTL, and an expiry (never before produced_ms,
+-- so 13 digits or more) of 13 digits sits at bytes 17-29, followed by '|' (the default
+-- 24 h TTL gives every message one). Anything else takes the pattern.
 local function expire_of(envelope)
-  local a, b, c = string.byte(envelope, 16, 18)
-  if a == 124 and b == 48 and c == 124 then return 0 end
+  local bar, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, d12, d13, bar2 =
+    string.byte(envelope, 16, 30)
+  if bar == 124 then
+    if d1 == 48 and d2 == 124 then return 0 end
+    if bar2 == 124
+      and d1 >= 48 and d1 <= 57 and d2 >= 48 and d2 <= 57 and d3 >= 48 and d3 <= 57
+      and d4 >= 48 and d4 <= 57 and d5 >= 48 and d5 <= 57 and d6 >= 48 and d6 <= 57
+      and d7 >= 48 and d7 <= 57 and d8 >= 48 and d8 <= 57 and d9 >= 48 and d9 <= 57
+      and d10 >= 48 and d10 <= 57 and d11 >= 48 and d11 <= 57 and d12 >= 48 and d12 <= 57
+      and d13 >= 48 and d13 <= 57 then
+      -- the digits' values: each byte minus 48, i.e. minus 48 * 1111111111111 in all
+      return ((((((((((((d1 * 10 + d2) * 10 + d3) * 10 + d4) * 10 + d5) * 10 + d6) * 10
+        + d7) * 10 + d8) * 10 + d9) * 10 + d10) * 10 + d11) * 10 + d12) * 10 + d13)
+        - 53333333333328
+    end
+  end
   return tonumber(string.match(envelope, '^%d|%d+|(%d+)|')) or 0
 end
 
