@@ -14,8 +14,8 @@ pub struct RuntimeState {
     pub max_workers: usize,
     /// Handlers running now.
     pub busy: usize,
-    /// Messages leased ahead of free workers and not started yet (the prefetch buffer,
-    /// at most `task_queue_size` per topic; see `worker.rs`).
+    /// Messages leased and not started yet (the prefetch buffer: per topic at most
+    /// `task_queue_size` beside the messages for its free workers; see `worker.rs`).
     pub buffered: usize,
 }
 

@@ -1,6 +1,6 @@
-//! The worker pool: one driver task per topic keeps one round trip to Redis in flight
-//! (settle finished attempts + lease more, `fetcher.rs`) while it starts handlers, each in
-//! its own tokio task under the topic's time limit; it renews the leases it holds.
+//! The worker pool: one driver task per topic keeps up to two round trips to Redis in
+//! flight (settle finished attempts + lease more, `fetcher.rs`) while it starts handlers,
+//! each in its own tokio task under the topic's time limit; it renews the leases it holds.
 //!
 //! Concurrency is bounded twice: a runtime-wide semaphore of `max_workers` permits, shared
 //! by every topic, and each topic's own `concurrency`. Tokio's semaphore is fair (FIFO), so
@@ -9,19 +9,25 @@
 //! **Prefetch.** Besides a message for every free worker, a driver leases a few more ahead
 //! (a local buffer of at most `task_queue_size`), so workers that finish while a round trip
 //! is on its way find the next message at hand instead of waiting for Redis. The buffer
-//! adapts: its target is twice the number of attempts that finished during the last round
-//! trip (or, between round trips, in less time than the last one took). Fast handlers get a
-//! deep buffer (the round trip is then amortised over many messages); handlers that take
-//! longer than a round trip get none, so a slow consumer never sits on messages another
-//! consumer could run. Buffered messages are leased like running
-//! ones: renewed, put back at the front (attempt not counted) at shutdown, and reclaimed by
-//! any consumer if this process dies.
+//! adapts: its target is what the topic's workers could finish in twice the time the last
+//! fetch took, at the handlers' average speed. Fast handlers get a deep buffer (the round
+//! trip is then amortised over many messages); handlers slower than a few round trips get
+//! none, so a slow consumer never sits on messages another consumer could run. Buffered
+//! messages are leased like running ones: renewed, put back at the front (attempt not
+//! counted) at shutdown, and reclaimed by any consumer if this process dies.
+//!
+//! **Two round trips.** With one round trip at a time, Redis waited while the driver read
+//! each reply and sent the next request. So while one is on its way, a second leaves as
+//! soon as it has a batch of results to carry ([`SECOND_TRIP_MIN`], or half what the first
+//! one settles); it asks only for what the first did not. Redis answers them in order.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use rmq_core::duration::format_duration;
 use rmq_core::{Delivery, HandlerError, HandlerOutcome, HandlerRegistration, MessageId};
@@ -63,10 +69,32 @@ pub(crate) struct Driver {
     pub(crate) shutdown_timeout: Duration,
 }
 
-/// A round trip on its way: what it settles (kept to send again if it fails) and how many
-/// messages it asked for.
-type Trip =
-    Pin<Box<dyn Future<Output = (Result<RoundTrip, Error>, Vec<Settlement>, usize)> + Send>>;
+/// Most round trips a driver has in flight. With one, Redis sat idle while the driver read
+/// a reply and sent the next request (a drain ran Redis at about 75 %); a second, sent
+/// while the first is on its way, keeps Redis busy meanwhile.
+const MAX_TRIPS: usize = 2;
+
+/// Fewest settled attempts that justify a second round trip while one is in flight (fewer
+/// ride with the next one): a second trip is for throughput, so it must carry a batch.
+const SECOND_TRIP_MIN: usize = 32;
+
+/// A round trip on its way. Its output: the reply, what it settled (kept to send again if
+/// it fails), what it was sent with ([`TripInfo`]).
+type Trip = Pin<Box<dyn Future<Output = TripOutput> + Send>>;
+type TripOutput = (Result<RoundTrip, Error>, Vec<Settlement>, TripInfo);
+
+/// What a round trip was sent with.
+#[derive(Clone, Copy)]
+struct TripInfo {
+    /// Messages it asked for.
+    want: usize,
+    /// Attempts it settles.
+    settles: usize,
+    sent: Instant,
+    /// `State::wake_seq` when it was sent: a wake-up after that means its fetch may have
+    /// run before the new message arrived.
+    wake_seq: u64,
+}
 
 /// The driver's mutable state.
 struct State {
@@ -77,21 +105,23 @@ struct State {
     buffered: VecDeque<(Delivery, Lease)>,
     /// Finished attempts not yet sent to Redis.
     settled: Vec<Settlement>,
-    /// The round trip in flight, if any.
-    trip: Option<Trip>,
-    /// Attempts that finished while the current round trip was in flight.
-    finished_in_flight: usize,
-    /// How long the last round trip took, and when the one in flight left.
-    last_trip: Duration,
-    trip_sent: Instant,
+    /// The round trips in flight (at most [`MAX_TRIPS`]), oldest first; Redis answers them
+    /// in that order.
+    trips: FuturesOrdered<Trip>,
+    /// What the trips in flight were sent with, oldest first.
+    in_flight: VecDeque<TripInfo>,
+    /// How long handlers take (a moving average), once one has finished.
+    handler_time: Option<Duration>,
+    /// How long the last round trip that fetched took.
+    fetch_trip: Duration,
     /// Whether the topic may have ready messages (last fetch was full, or a wake-up came).
     want_fetch: bool,
     /// A producer handed this consumer a message and so took it out of `waiting`: the next
     /// round trip that settles something also fetches, which parks it again.
     repark: bool,
-    /// A wake-up came while the round trip was in flight: its fetch may have run before
-    /// the new message arrived, so fetch again whatever it returns.
-    woken_in_flight: bool,
+    /// Wake-ups so far: a round trip sent before the latest one may have fetched before
+    /// the new message arrived, so the driver fetches again whatever it returns.
+    wake_seq: u64,
     /// Earliest delayed message or lease deadline, as last reported by fetch.lua.
     next_event: Option<Instant>,
     next_renewal: Instant,
@@ -104,11 +134,11 @@ struct State {
 
 impl State {
     fn finished(&mut self, settlement: Settlement) {
-        // finished while a round trip was on its way, or (between round trips) in less
-        // time than the last one took: handlers this fast are worth a buffer
-        let fast = settlement.took.is_some_and(|took| took <= self.last_trip);
-        if self.trip.is_some() || fast {
-            self.finished_in_flight += 1;
+        if let Some(took) = settlement.took {
+            self.handler_time = Some(match self.handler_time {
+                None => took,
+                Some(average) => (average * 7 + took) / 8,
+            });
         }
         self.running.remove(&settlement.id);
         self.settled.push(settlement);
@@ -125,7 +155,7 @@ impl State {
     fn idle(&self) -> bool {
         self.handlers.is_empty()
             && self.settled.is_empty()
-            && self.trip.is_none()
+            && self.trips.is_empty()
             && self.buffered.is_empty()
     }
 }
@@ -142,13 +172,13 @@ impl Driver {
             running: HashMap::new(),
             buffered: VecDeque::new(),
             settled: Vec::new(),
-            trip: None,
-            finished_in_flight: 0,
-            last_trip: Duration::ZERO,
-            trip_sent: Instant::now(),
+            trips: FuturesOrdered::new(),
+            in_flight: VecDeque::new(),
+            handler_time: None,
+            fetch_trip: Duration::ZERO,
             want_fetch: true,
             repark: false,
-            woken_in_flight: false,
+            wake_seq: 0,
             next_event: None,
             next_renewal: Instant::now() + renew_every,
             retry_at: None,
@@ -202,7 +232,7 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            if st.trip.is_none() && st.retry_at.is_none_or(|at| Instant::now() >= at) {
+            if st.retry_at.is_none_or(|at| Instant::now() >= at) {
                 self.launch_trip(&mut st, stopping);
             }
 
@@ -217,12 +247,11 @@ impl Driver {
             let can_start = !stopping && !st.buffered.is_empty() && st.handlers.len() < self.limit;
             let holds_leases = !st.running.is_empty() || !st.buffered.is_empty();
             let next_renewal = st.next_renewal;
-            let timer_on = st.trip.is_none() || stopping;
-            let trip = &mut st.trip;
+            let timer_on = st.trips.is_empty() || stopping;
+            let trips = &mut st.trips;
             tokio::select! {
                 biased;
-                Some(result) = async { Some(trip.as_mut()?.await) }, if trip.is_some() => {
-                    st.trip = None;
+                Some(result) = trips.next(), if !trips.is_empty() => {
                     self.trip_done(&mut st, result).await;
                 }
                 Some(s) = done_rx.recv() => st.finished(s),
@@ -252,7 +281,7 @@ impl Driver {
                 }
                 _ = self.wake.notified(), if !stopping => {
                     st.want_fetch = true;
-                    st.woken_in_flight = st.trip.is_some();
+                    st.wake_seq += 1;
                     // the listener also wakes every topic when it reconnects: Redis is
                     // back, so a backoff ends early
                     st.retry_at = None;
@@ -280,53 +309,76 @@ impl Driver {
     }
 
     /// Sends what finished and, unless stopping, asks for messages for the free workers
-    /// and the prefetch buffer. Nothing to send and nothing wanted: no round trip.
+    /// and the prefetch buffer, less what the trips in flight already asked for. Nothing to
+    /// send and nothing wanted: no round trip. While one is in flight, a second leaves only
+    /// with a batch of results (see [`MAX_TRIPS`]).
     fn launch_trip(&self, st: &mut State, stopping: bool) {
-        // the buffer's target: twice what finished during the last round trip (see
-        // `State::finished`)
-        let prefetch = (st.finished_in_flight * 2).min(self.batch);
+        if let Some(first) = st.in_flight.front() {
+            // a second one only with a batch of results, and none while stopping
+            let batch = st.settled.len() >= SECOND_TRIP_MIN.max(first.settles / 2);
+            if st.in_flight.len() >= MAX_TRIPS || stopping || !batch {
+                return;
+            }
+        }
         let mut want = 0;
         let fetch = st.want_fetch || (st.repark && !st.settled.is_empty());
         if fetch && !stopping {
             let free = self.limit.saturating_sub(st.handlers.len());
-            want = (free + prefetch)
-                .saturating_sub(st.buffered.len())
+            let asked: usize = st.in_flight.iter().map(|t| t.want).sum();
+            want = (free + self.prefetch(st))
+                .saturating_sub(st.buffered.len() + asked)
                 .min(MAX_IDS_PER_CALL);
         }
         if st.settled.is_empty() && want == 0 {
             return;
         }
-        st.finished_in_flight = 0;
-        st.trip_sent = Instant::now();
         if want > 0 {
             st.repark = false;
         }
         let settled = std::mem::take(&mut st.settled);
+        let info = TripInfo {
+            want,
+            settles: settled.len(),
+            sent: Instant::now(),
+            wake_seq: st.wake_seq,
+        };
+        st.in_flight.push_back(info);
         let queue = self.queue.clone();
-        st.trip = Some(Box::pin(async move {
+        st.trips.push_back(Box::pin(async move {
             let result = queue.round_trip(&settled, want).await;
-            (result, settled, want)
+            (result, settled, info)
         }));
     }
 
-    async fn trip_done(
-        &self,
-        st: &mut State,
-        (result, sent, want): (Result<RoundTrip, Error>, Vec<Settlement>, usize),
-    ) {
+    /// The prefetch buffer's target: what the topic's workers could finish in twice the
+    /// time the last fetch took, at the handlers' average speed, at most `task_queue_size`.
+    /// None when that is less than one message (100 ms handlers on 2 workers, fetches of
+    /// 0.3 ms: 0.012), and none before a handler has finished.
+    fn prefetch(&self, st: &State) -> usize {
+        let Some(handler_time) = st.handler_time else {
+            return 0;
+        };
+        let per_worker = 2.0 * st.fetch_trip.as_secs_f64() / handler_time.as_secs_f64().max(1e-9);
+        (per_worker * self.limit as f64).min(self.batch as f64) as usize
+    }
+
+    async fn trip_done(&self, st: &mut State, (result, sent, info): TripOutput) {
         let topic = self.queue.topic;
+        st.in_flight.pop_front();
+        let want = info.want;
         match result {
             Ok(trip) => {
-                st.last_trip = st.trip_sent.elapsed();
+                if want > 0 {
+                    st.fetch_trip = info.sent.elapsed();
+                }
                 st.backoff = Duration::from_millis(50);
                 st.quick_retry_done = false;
                 st.retry_at = None;
                 if want > 0 {
                     let full = trip.deliveries.len() + trip.unreadable.len() >= want;
-                    st.want_fetch = full || st.woken_in_flight;
+                    st.want_fetch = full || st.wake_seq != info.wake_seq;
                     st.next_event = trip.next_event;
                 }
-                st.woken_in_flight = false;
                 st.settled.extend(trip.unreadable);
                 st.buffered.extend(trip.deliveries);
                 if st.stop_deadline.is_some() {
@@ -411,14 +463,15 @@ impl Driver {
         while let Ok(s) = done_rx.try_recv() {
             st.finished(s);
         }
-        if let Some(trip) = st.trip.take() {
-            // its reply may carry leases; they are put back below like the rest
-            let (result, sent, _) = trip.await;
+        // the replies of the trips in flight may carry leases; they are put back below
+        // like the rest
+        while let Some((result, sent, _)) = st.trips.next().await {
             match result {
                 Ok(trip) => st.buffered.extend(trip.deliveries),
                 Err(_) => st.settled.extend(sent),
             }
         }
+        st.in_flight.clear();
         if !st.settled.is_empty() {
             if let Err(e) = self.queue.round_trip(&st.settled, 0).await {
                 tracing::warn!(topic, error = %e, "could not settle the last results; leases will return those messages");
