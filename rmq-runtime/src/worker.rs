@@ -78,13 +78,12 @@ const MAX_TRIPS: usize = 2;
 /// ride with the next one): a second trip is for throughput, so it must carry a batch.
 const SECOND_TRIP_MIN: usize = 32;
 
-/// A round trip on its way. Its output: the reply, what it settled (kept to send again if
-/// it fails), what it was sent with ([`TripInfo`]).
+/// A round trip on its way. Its output: the reply, and what it settled (kept to send again
+/// if it fails). What it was sent with is in `State::in_flight`.
 type Trip = Pin<Box<dyn Future<Output = TripOutput> + Send>>;
-type TripOutput = (Result<RoundTrip, Error>, Vec<Settlement>, TripInfo);
+type TripOutput = (Result<RoundTrip, Error>, Vec<Settlement>);
 
 /// What a round trip was sent with.
-#[derive(Clone, Copy)]
 struct TripInfo {
     /// Messages it asked for.
     want: usize,
@@ -105,10 +104,10 @@ struct State {
     buffered: VecDeque<(Delivery, Lease)>,
     /// Finished attempts not yet sent to Redis.
     settled: Vec<Settlement>,
-    /// The round trips in flight (at most [`MAX_TRIPS`]), oldest first; Redis answers them
-    /// in that order.
+    /// The round trips in flight (at most [`MAX_TRIPS`]), oldest first; they end in that
+    /// order (`FuturesOrdered`), as Redis answers them.
     trips: FuturesOrdered<Trip>,
-    /// What the trips in flight were sent with, oldest first.
+    /// What each trip in `trips` was sent with, in the same order.
     in_flight: VecDeque<TripInfo>,
     /// How long handlers take (a moving average), once one has finished.
     handler_time: Option<Duration>,
@@ -336,17 +335,16 @@ impl Driver {
             st.repark = false;
         }
         let settled = std::mem::take(&mut st.settled);
-        let info = TripInfo {
+        st.in_flight.push_back(TripInfo {
             want,
             settles: settled.len(),
             sent: Instant::now(),
             wake_seq: st.wake_seq,
-        };
-        st.in_flight.push_back(info);
+        });
         let queue = self.queue.clone();
         st.trips.push_back(Box::pin(async move {
             let result = queue.round_trip(&settled, want).await;
-            (result, settled, info)
+            (result, settled)
         }));
     }
 
@@ -362,9 +360,12 @@ impl Driver {
         (per_worker * self.limit as f64).min(self.batch as f64) as usize
     }
 
-    async fn trip_done(&self, st: &mut State, (result, sent, info): TripOutput) {
+    async fn trip_done(&self, st: &mut State, (result, sent): TripOutput) {
         let topic = self.queue.topic;
-        st.in_flight.pop_front();
+        let info = st
+            .in_flight
+            .pop_front()
+            .expect("one TripInfo per trip in flight");
         let want = info.want;
         match result {
             Ok(trip) => {
@@ -465,7 +466,7 @@ impl Driver {
         }
         // the replies of the trips in flight may carry leases; they are put back below
         // like the rest
-        while let Some((result, sent, _)) = st.trips.next().await {
+        while let Some((result, sent)) = st.trips.next().await {
             match result {
                 Ok(trip) => st.buffered.extend(trip.deliveries),
                 Err(_) => st.settled.extend(sent),
