@@ -126,7 +126,7 @@ local function push_to_parked(k, id, envelope, now)
       local lease = lease_of(id, tostring(token), '1')
       local message = #lease .. ':' .. lease .. envelope
       if redis.call('PUBLISH', k.wake .. ':' .. consumer, message) > 0 then
-        redis.call('HINCRBY', k.stats, 'delivered', 1)
+        redis.call('HINCRBY', k.stats, 'delivered', '1')
         redis.call('ZADD', k.inflight, '+inf', LEASE_PIN, now + tonumber(lease_ms), lease)
         return true
       end

@@ -376,21 +376,27 @@ async fn store(
     let received = RedisClock::local_us();
     for result in results {
         // Redis' clock (µs), whether the stamp was used, the positions (from 1) of the
-        // call's duplicates in order
-        let Value::Array(reply) = result? else {
-            return Err(Error::Protocol("produce.lua did not return a list".into()));
+        // call's duplicates in order; or, for one message stored with the stamp, only the
+        // clock
+        let parsed = match result? {
+            Value::Int(redis_us) => Some((redis_us, true, Vec::new())),
+            Value::Array(mut reply) => match reply.get(..2) {
+                Some([Value::Int(redis_us), Value::Int(kept)]) => {
+                    Some((*redis_us, *kept == 1, reply.split_off(2)))
+                }
+                _ => None,
+            },
+            _ => None,
         };
-        let mut reply = reply.into_iter();
-        let (Some(Value::Int(redis_us)), Some(Value::Int(kept))) = (reply.next(), reply.next())
-        else {
+        let Some((redis_us, kept, duplicates)) = parsed else {
             return Err(Error::Protocol(
                 "produce.lua did not return its clock".into(),
             ));
         };
         client
             .redis_clock()
-            .observe(stamp, redis_us, received, kept == 1);
-        let mut duplicates = reply.peekable();
+            .observe(stamp, redis_us, received, kept);
+        let mut duplicates = duplicates.into_iter().peekable();
         for position in 1..=MESSAGES_PER_CALL.min(prepared.len()) {
             let message = prepared.next().expect("a message per position");
             let duplicate = duplicates

@@ -1057,10 +1057,13 @@ impl Coverage {
         let int = |r: &R| if let R::Int(n) = r { *n } else { 0 };
         match call {
             // produce.lua answers its clock, whether it kept the stamp, then the positions of
-            // the duplicates
+            // the duplicates; or only its clock, for one message stored with its stamp
             Call::Produce { .. } => {
                 self.duplicates += items.len().saturating_sub(2) as i64;
-                self.stamped += items.get(1).map_or(0, int);
+                self.stamped += match reply {
+                    R::Int(_) => 1,
+                    _ => items.get(1).map_or(0, int),
+                };
             }
             Call::Ack { .. } => self.stale += items.len().saturating_sub(1) as i64,
             Call::Fail { .. } => self.stale += items.iter().filter(|r| int(r) == 0).count() as i64,
