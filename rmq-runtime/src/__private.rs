@@ -15,6 +15,8 @@ pub use rmq_core::{
 pub use std::time::Duration;
 
 pub use crate::producer::{produce, produce_batch};
+/// The code of the script whose own file is `body` (the model test loads it as rmq does).
+pub use crate::scripts::assemble as lua_script;
 use crate::HandlerError;
 
 /// What a `#[handler]` function may return.

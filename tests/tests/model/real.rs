@@ -1,7 +1,7 @@
 //! The real side: the scripts of `rmq-runtime/lua/`, loaded exactly as
-//! `rmq-runtime/src/scripts.rs` does (`lib.lua`, a newline, the script), called with the
-//! keys and arguments in the order `fetcher.rs`, `producer.rs` and `admin.rs` use, and
-//! Redis read back in full.
+//! `rmq-runtime/src/scripts.rs` does (the `lib.lua` helpers each uses, then the script),
+//! called with the keys and arguments in the order `fetcher.rs`, `producer.rs` and
+//! `admin.rs` use, and Redis read back in full.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,7 +11,6 @@ use rmq_runtime::TopicKeys;
 use super::sim::{park_member, LISTENING};
 use super::{Call, NewMsg, Params, Sent, Snapshot, DEAD_REASON, R};
 
-const LIB: &str = include_str!("../../../rmq-runtime/lua/lib.lua");
 const PRODUCE: &str = include_str!("../../../rmq-runtime/lua/produce.lua");
 const FETCH: &str = include_str!("../../../rmq-runtime/lua/fetch.lua");
 const ACK: &str = include_str!("../../../rmq-runtime/lua/ack.lua");
@@ -111,7 +110,7 @@ impl Real {
                 .query(&mut con)
                 .expect("SCRIPT LOAD")
         };
-        let mut load = |body: &str| load_code(format!("{LIB}\n{body}"));
+        let mut load = |body: &str| load_code(rmq_runtime::__private::lua_script(body));
         let sha = Shas {
             produce: load(PRODUCE),
             fetch: load(FETCH),
