@@ -68,8 +68,8 @@ fn mentions(code: &str, name: &str) -> bool {
 
 /// The script whose own file is `body`: the `lib.lua` definitions it names, directly or
 /// through another one, in `lib.lua`'s order, then `body`. Only those: each function a
-/// script defines costs Redis a Lua closure (about 0.3 µs) every time the script runs, and
-/// lib.lua has fourteen.
+/// script defines costs Redis a Lua closure (400-1300 instructions) every time the script
+/// runs, and lib.lua has fourteen.
 pub fn assemble(body: &str) -> String {
     let items = lib_items();
     let mut used = vec![false; items.len()];
