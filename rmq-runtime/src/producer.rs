@@ -20,6 +20,11 @@ use tracing::Instrument;
 /// still travel in one pipeline (one round trip); each call is atomic on its own.
 const MESSAGES_PER_CALL: usize = 1000;
 
+/// Bytes an envelope's header takes at most ("<prio>|<produced_ms>|<expire_ms>|").
+const HEADER_ROOM: usize = 44;
+/// Bytes a run's count, priority, delay and TTL take at most.
+const RUN_ROOM: usize = 48;
+
 /// The result of producing one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Produced {
@@ -329,13 +334,23 @@ async fn store(
     topic: &str,
     prepared: Vec<Prepared>,
 ) -> Result<Vec<Produced>, Error> {
-    let keys = client.keys(topic);
+    let keys = client.topic_keys(topic);
     let stamp = client.redis_clock().stamp_ms();
     let stamp_arg = stamp.map(|ms| ms.to_string()).unwrap_or_default();
     let calls = prepared
         .chunks(MESSAGES_PER_CALL)
         .map(|chunk| {
-            let mut call = SCRIPTS.produce.call(&keys.for_produce());
+            // room for the clock and stamp, each message's id and envelope, and a run's four
+            // arguments per message (at most)
+            let bytes: usize = chunk
+                .iter()
+                .map(|m| m.id.as_str().len() + HEADER_ROOM + m.body.len() + RUN_ROOM)
+                .sum();
+            let mut call = SCRIPTS.produce.call_with_room(
+                &keys.for_produce(),
+                2 + 6 * chunk.len(),
+                32 + bytes,
+            );
             call.arg("").arg(&stamp_arg);
             // runs of messages sharing priority, delay and TTL (see produce.lua)
             let shared = |m: &Prepared| (m.priority, m.delay_us, m.ttl_ms);

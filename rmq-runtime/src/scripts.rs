@@ -113,8 +113,25 @@ impl Script {
 
     /// An `EVALSHA` of this script.
     pub(crate) fn call<K: AsRef<str>>(&self, keys: &[K]) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.sha).arg(keys.len());
+        self.call_with_room(keys, 0, 0)
+    }
+
+    /// An `EVALSHA` of this script with room for `args` more arguments of `bytes` bytes in
+    /// all, so that writing them does not grow the command's buffer again and again
+    /// (callgrind, a single send's arguments: 6.3k instructions with the buffer growing,
+    /// 1.9k without).
+    pub(crate) fn call_with_room<K: AsRef<str>>(
+        &self,
+        keys: &[K],
+        args: usize,
+        bytes: usize,
+    ) -> redis::Cmd {
+        let key_bytes: usize = keys.iter().map(|k| k.as_ref().len()).sum();
+        let mut cmd = redis::Cmd::with_capacity(
+            3 + keys.len() + args,
+            "EVALSHA".len() + self.sha.len() + 3 + key_bytes + bytes,
+        );
+        cmd.arg("EVALSHA").arg(&self.sha).arg(keys.len());
         for key in keys {
             cmd.arg(key.as_ref());
         }
