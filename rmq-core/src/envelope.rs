@@ -53,9 +53,14 @@ pub fn body_prefix(headers: &Headers, payload_hint: usize) -> Vec<u8> {
         serde_json::to_vec(headers).unwrap_or_default()
     };
     let mut body = Vec::with_capacity(headers_json.len() + payload_hint + 8);
-    body.extend_from_slice(headers_json.len().to_string().as_bytes());
-    body.push(b'|');
-    body.extend_from_slice(&headers_json);
+    if headers_json.is_empty() {
+        // the usual case, without formatting a number (callgrind: 260 instructions a message)
+        body.extend_from_slice(b"0|");
+    } else {
+        body.extend_from_slice(headers_json.len().to_string().as_bytes());
+        body.push(b'|');
+        body.extend_from_slice(&headers_json);
+    }
     body
 }
 
