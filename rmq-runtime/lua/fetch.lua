@@ -122,6 +122,7 @@ end
 
 -- 3. lease up to N ready messages (a constant number of calls per popped batch)
 local reply = { clock_us, -1, -1, 0, lost }
+local nreply = 5 -- #reply, kept by hand: Lua finds a table's length by binary search
 local leased = 0
 local expired = 0
 local deadline = tostring(now + lease_ms)
@@ -134,7 +135,7 @@ for level = 0, 2 do
     local ids = redis.call('RPOP', KEYS[2 + level], want - leased)
     if not ids then break end
     local envelopes = redis.call('HMGET', k.messages, unpack(ids))
-    local live, live_envelopes = {}, {}
+    local live, live_envelopes, nlive = {}, {}, 0
     for i, id in ipairs(ids) do
       local envelope = envelopes[i]
       if envelope then
@@ -148,15 +149,15 @@ for level = 0, 2 do
             forget(k, id)
           end
         else
-          live[#live + 1] = id
-          live_envelopes[#live] = envelope
+          nlive = nlive + 1
+          live[nlive], live_envelopes[nlive] = id, envelope
         end
       end
     end
-    if #live > 0 then
+    if nlive > 0 then
       if any_attempts == nil then any_attempts = redis.call('EXISTS', k.attempts) == 1 end
       local previous = any_attempts and redis.call('HMGET', k.attempts, unpack(live)) or {}
-      local first_token = redis.call('HINCRBY', k.stats, 'delivered', #live) - #live
+      local first_token = redis.call('HINCRBY', k.stats, 'delivered', nlive) - nlive
       if not token then token = tostring(first_token + 1) end
       local members, carried = { '+inf', LEASE_PIN }, {}
       for i, id in ipairs(live) do
@@ -169,12 +170,12 @@ for level = 0, 2 do
         local lease = lease_of(id, token, attempt)
         members[2 * i + 1] = deadline
         members[2 * i + 2] = lease
-        reply[#reply + 1] = lease
-        reply[#reply + 1] = live_envelopes[i]
+        reply[nreply + 1], reply[nreply + 2] = lease, live_envelopes[i]
+        nreply = nreply + 2
       end
       redis.call('ZADD', k.inflight, unpack(members))
       if #carried > 0 then redis.call('HDEL', k.attempts, unpack(carried)) end
-      leased = leased + #live
+      leased = leased + nlive
     end
   end
 end
