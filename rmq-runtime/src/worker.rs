@@ -546,8 +546,9 @@ impl Driver {
 /// kernel's high-resolution timer wakes the thread waiting on the I/O driver, which runs
 /// this task at once. Elsewhere, or if the timerfd cannot be made, a blocking-pool thread
 /// sleeps the rest, and waking the driver's thread from there costs a second wake-up
-/// (34-424 µs on this VM). If the caller stops waiting, the timerfd is closed; the
-/// blocking thread just finishes its (at most 2 ms) sleep.
+/// (277-477 µs on this VM, against 62-146 µs for the timerfd, 6 delayed bursts each). If
+/// the caller stops waiting, the timerfd is closed; the blocking thread just finishes its
+/// (at most 2 ms) sleep.
 async fn sleep_precisely_until(at: Instant) {
     const TICK: Duration = Duration::from_millis(2);
     if let Some(coarse) = at.checked_sub(TICK).filter(|c| *c > Instant::now()) {
