@@ -5,7 +5,8 @@
 //! [prefix:]rmq:{T}:m         hash  id -> envelope (payload + metadata), while the message exists
 //! [prefix:]rmq:{T}:p0|p1|p2  list  ids ready to run, per priority (high, normal, low);
 //!                                  LPUSH at the back, RPOP from the front
-//! [prefix:]rmq:{T}:delayed   zset  id scored by the time (ms) it becomes ready
+//! [prefix:]rmq:{T}:delayed   zset  id scored by the time (ms) it becomes ready; a delay given
+//!                                  at produce time keeps Redis' µs as a fraction of the ms
 //! [prefix:]rmq:{T}:inflight  zset  lease "<id>|<token>|<attempt>" scored by its deadline (ms);
 //!                                  id and token are unique per delivery
 //! [prefix:]rmq:{T}:attempts  hash  id -> deliveries so far, while not in flight (retry, DLQ)

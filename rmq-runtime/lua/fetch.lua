@@ -40,8 +40,8 @@
 --    busy and leaves it.
 -- Cost: a constant number of calls per popped batch, and per message one RPOP'd element,
 -- one envelope read and one inflight member; `attempts` is read only when it has entries.
--- Returns: { now in µs (clock_us: the instant the ms below were compared with),
---            next_due (earliest delayed, ms, -1), next_deadline (earliest lease, ms, -1),
+-- Returns: { now in µs (clock_us: the instant the times below were compared with),
+--            next_due (earliest delayed, µs, -1), next_deadline (earliest lease, µs, -1),
 --            expired (not delivered: TTL passed), lost (lapsed leases reclaimed),
 --            lease1, envelope1, lease2, envelope2, ... }
 
@@ -59,6 +59,10 @@ local asked = want
 -- Each step first looks at the earliest member only, so an idle topic costs a handful of
 -- O(1)/O(log n) calls per fetch.
 local function due_by(first) return first[2] and tonumber(first[2]) <= now end
+-- Delayed messages are due at a fraction of a ms (produce.lua keeps Redis' µs), so they are
+-- compared with the µs clock: promoted as soon as their µs has come.
+local now_exact = clock_us / 1000
+local function due_exactly(first) return first[2] and tonumber(first[2]) <= now_exact end
 
 -- 1. reclaim lapsed leases; pushed to the front latest-deadline first, so the earliest
 --    ends up next in line (LEASE_PIN is scored +inf: never due)
@@ -99,10 +103,10 @@ end
 
 -- 2. promote due delayed messages
 local first_due = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
-if due_by(first_due) then
+if due_exactly(first_due) then
   -- in bulk (a burst of messages due together is one call each, not three per message):
   -- the due ids are the lowest ranks, so removing that many ranks removes exactly them
-  local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now, 'LIMIT', 0, 1000)
+  local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now_exact, 'LIMIT', 0, 1000)
   redis.call('ZREMRANGEBYRANK', k.delayed, 0, #due - 1)
   local envelopes = redis.call('HMGET', k.messages, unpack(due))
   local by_level = {}
@@ -192,10 +196,14 @@ if park ~= nil and park ~= '' then
   end
 end
 
-if first_due[2] then reply[2] = tonumber(first_due[2]) end
+-- both in µs: the due time to the nearest µs (its score is within a fraction of a µs of
+-- it), the lease deadline from whole ms
+if first_due[2] then reply[2] = math.floor(tonumber(first_due[2]) * 1000 + 0.5) end
 -- the earliest lease: the one that was first before or the ones just made
-if first_lease[2] and first_lease[1] ~= LEASE_PIN then reply[3] = tonumber(first_lease[2]) end
-if leased > 0 and (reply[3] < 0 or tonumber(deadline) < reply[3]) then
-  reply[3] = tonumber(deadline)
+local first_deadline = -1
+if first_lease[2] and first_lease[1] ~= LEASE_PIN then first_deadline = tonumber(first_lease[2]) end
+if leased > 0 and (first_deadline < 0 or tonumber(deadline) < first_deadline) then
+  first_deadline = tonumber(deadline)
 end
+if first_deadline >= 0 then reply[3] = first_deadline * 1000 end
 return reply

@@ -4,21 +4,23 @@
 -- controllable clock while production uses the one clock every client shares.
 
 -- now_ms also sets clock_us, the same instant in microseconds (for replies that tell a
--- client how long to wait: whole milliseconds would make it wake up to 1 ms late).
+-- client how long to wait: whole milliseconds would make it wake up to 1 ms late, and for
+-- the due times of delayed messages, which keep their µs). A given clock may have a
+-- fraction of a ms, which only clock_us keeps, as with Redis' TIME.
 local clock_us = 0
 local function now_ms(arg)
   if arg ~= nil and arg ~= '' then
     clock_us = tonumber(arg) * 1000
-    return tonumber(arg)
+    return math.floor(tonumber(arg))
   end
   local t = redis.call('TIME')
   clock_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   return math.floor(clock_us / 1000)
 end
 
--- When something `delay` ms from now is due (a delayed message, a retry): `now` is whole
--- ms rounded down, so this rounds up -- fetch compares whole ms, and a message must never
--- run before its time (up to 1 ms early otherwise).
+-- When something `delay` ms from now is due (a retry): `now` is whole ms rounded down, so
+-- this rounds up -- a message must never run before its time (up to 1 ms early otherwise).
+-- (A delay given at produce time keeps Redis' µs instead: produce.lua `due_after`.)
 local function due_in(delay)
   return math.ceil(clock_us / 1000) + delay
 end

@@ -453,7 +453,9 @@ impl Client {
             .map_err(|e| self.error(e))?;
         let next = due
             .into_iter()
-            .map(|(id, due_ms)| (id, Some(due_ms as u64)))
+            // a due time keeps a fraction of a ms (Redis' µs): shown as the next whole ms,
+            // never before it
+            .map(|(id, due_ms)| (id, Some(due_ms.ceil() as u64)))
             .collect();
         self.describe_waiting(topic, &k, next).await
     }

@@ -446,9 +446,10 @@ impl TopicQueue {
             .flatten()
             .filter(|t| *t >= 0)
             .min()
-            // due in whole ms: the scripts compare `due <= now_ms`, true from due * 1000 µs
+            // in µs, as the scripts compare them: a delayed message is due from its µs, a
+            // lease deadline from its whole ms
             .map(|t| {
-                let wait_us = t.saturating_mul(1000).saturating_sub(now_us).max(0);
+                let wait_us = t.saturating_sub(now_us).max(0);
                 received_at + Duration::from_micros(wait_us as u64)
             });
         let mut deliveries = Vec::with_capacity(items.len().saturating_sub(5) / 2);

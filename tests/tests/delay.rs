@@ -77,8 +77,9 @@ async fn a_one_second_delay_is_never_early_and_at_most_100ms_late() {
     };
     let due_ms = score as u64;
     let earliest_due = unix_ms(before) + 1000;
-    // Redis rounds the due time up to a whole ms (never early): at most 1 ms past the delay
-    let latest_due = unix_ms(SystemTime::now()) + 1001;
+    // Redis keeps the due time to the µs (a score in ms with a fraction, read here rounded
+    // down): at most the delay past the moment the reply came
+    let latest_due = unix_ms(SystemTime::now()) + 1000;
     assert!(
         (earliest_due..=latest_due).contains(&due_ms),
         "due {due_ms} outside {earliest_due}..={latest_due}"
@@ -313,8 +314,9 @@ async fn record_exact(msg: Exact) {
 }
 
 /// Times that fall between two milliseconds are never run early, not even by a fraction of
-/// one: Redis compares whole ms, so due times are rounded up (by the producer and by the
-/// scripts). Each message is checked against its own time to the nanosecond.
+/// one: the producer rounds a delay up to the µs, and Redis keeps each due time to the µs
+/// and compares it with its µs clock. Each message is checked against its own time to the
+/// nanosecond.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_times_are_never_early_even_by_a_fraction_of_a_millisecond() {
     let env = TestEnv::start("delay_exact").await;
@@ -354,4 +356,68 @@ async fn at_times_are_never_early_even_by_a_fraction_of_a_millisecond() {
         );
     }
     env.assert_eventually_clean().await;
+}
+
+/// A delayed message is due at its microsecond, not at the next whole millisecond: the
+/// scripts run here with a clock of our own (`ARGV[1]`, in ms with a fraction, as Redis'
+/// TIME has one), so the test is exact. A message due 0.3 ms after a whole ms is not leased
+/// 0.2 ms after it and is leased 0.5 ms after it; rounding the due time up to whole ms, or
+/// comparing it with whole ms, would hold it until the next one.
+#[tokio::test]
+async fn a_delay_is_due_at_its_microsecond_not_at_the_next_millisecond() {
+    let env = TestEnv::start("delay_micro").await;
+    let k = env.keys("delay_micro.topic");
+    let mut redis = env.redis.clone();
+    let produce =
+        rmq_runtime::__private::lua_script(include_str!("../../rmq-runtime/lua/produce.lua"));
+    let fetch = rmq_runtime::__private::lua_script(include_str!("../../rmq-runtime/lua/fetch.lua"));
+    let t0 = 1_700_000_000_000u64;
+
+    // one message, 300 µs of delay, produced at t0 (a bare body: Redis writes the header)
+    let mut call = redis::cmd("EVAL");
+    call.arg(&produce).arg(10).arg(&k.for_produce()[..]);
+    call.arg(t0)
+        .arg("")
+        .arg(1)
+        .arg(1)
+        .arg(300)
+        .arg(0)
+        .arg("m1")
+        .arg("0|{}");
+    let _: redis::Value = call.query_async(&mut redis).await.expect("produce.lua");
+
+    let fetch_at = |clock: String| {
+        let mut call = redis::cmd("EVAL");
+        call.arg(&fetch).arg(12).arg(&k.for_fetch()[..]);
+        call.arg(clock)
+            .arg(10)
+            .arg(30_000)
+            .arg(3)
+            .arg(1)
+            .arg(100)
+            .arg(0)
+            .arg("");
+        call
+    };
+    let leased = |reply: &[redis::Value]| reply.len().saturating_sub(5) / 2;
+    let early: Vec<redis::Value> = fetch_at(format!("{t0}.2"))
+        .query_async(&mut redis)
+        .await
+        .expect("fetch.lua at t0 + 0.2 ms");
+    assert_eq!(
+        leased(&early),
+        0,
+        "leased 0.1 ms before its time: {early:?}"
+    );
+    // the reply tells when it is due, in µs
+    assert_eq!(
+        early.get(1),
+        Some(&redis::Value::Int((t0 * 1000 + 300) as i64)),
+        "next due time (µs) in {early:?}"
+    );
+    let due: Vec<redis::Value> = fetch_at(format!("{t0}.5"))
+        .query_async(&mut redis)
+        .await
+        .expect("fetch.lua at t0 + 0.5 ms");
+    assert_eq!(leased(&due), 1, "not leased 0.2 ms after its time: {due:?}");
 }

@@ -277,7 +277,8 @@ pub struct Snapshot {
     pub keys: BTreeSet<String>,
     /// Per level, front (next to fetch) first.
     pub pending: [Vec<String>; 3],
-    /// `(member, score)` in ZRANGE order (ids; leases in `inflight`).
+    /// `(member, score)` in ZRANGE order (ids; leases in `inflight`); `delayed` in µs, the
+    /// others in ms.
     pub delayed: Vec<(String, u64)>,
     pub inflight: Vec<(String, u64)>,
     pub dead: Vec<(String, u64)>,
@@ -321,7 +322,14 @@ impl Snapshot {
                 .collect();
             format!("[{}]", items.join(", "))
         };
-        field("delayed", rel(&self.delayed), rel(&real.delayed));
+        let rel_us = |z: &[(String, u64)]| {
+            let items: Vec<String> = z
+                .iter()
+                .map(|(id, us)| format!("{id}@t+{}us", us.wrapping_sub(T0 * 1000) as i64))
+                .collect();
+            format!("[{}]", items.join(", "))
+        };
+        field("delayed", rel_us(&self.delayed), rel_us(&real.delayed));
         field("inflight", rel(&self.inflight), rel(&real.inflight));
         field("dead", rel(&self.dead), rel(&real.dead));
         field("waiting", rel(&self.waiting), rel(&real.waiting));
@@ -599,7 +607,7 @@ fn random_op(rng: &mut Rng, p: &Params) -> Op {
                         IdChoice::Fresh
                     },
                     prio: rng.below(3) as usize,
-                    // whole ms or not: the due time is rounded up to whole ms once
+                    // whole ms or not: a delay keeps its µs in the due time
                     delay_us: if rng.chance(65) {
                         0
                     } else if rng.chance(50) {
@@ -881,7 +889,9 @@ impl Exec {
                 let to = match clock {
                     Clock::By(d) => now + d,
                     Clock::Deadline(off) => target(self.model.next_deadline(), *off),
-                    Clock::Due(off) => target(self.model.next_due(), *off),
+                    Clock::Due(off) => {
+                        target(self.model.next_due().map(|us| us.div_ceil(1000)), *off)
+                    }
                     Clock::Expiry(off) => target(self.model.next_expiry(), *off),
                 };
                 Call::Advance { to }

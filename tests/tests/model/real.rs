@@ -86,11 +86,17 @@ fn normalize(value: Value) -> R {
 }
 
 fn zset(flat: Vec<String>) -> Result<Vec<(String, u64)>, String> {
+    zset_scaled(flat, 1.0)
+}
+
+/// A ZRANGE WITHSCORES reply with each score times `scale`, to the nearest integer
+/// (`delayed` holds ms with a fraction: read in µs with a scale of 1000).
+fn zset_scaled(flat: Vec<String>, scale: f64) -> Result<Vec<(String, u64)>, String> {
     flat.chunks(2)
         .map(|pair| match pair {
             [id, score] => score
                 .parse::<f64>()
-                .map(|s| (id.clone(), s as u64))
+                .map(|s| (id.clone(), (s * scale).round() as u64))
                 .map_err(|e| format!("score {score:?} of {id}: {e}")),
             _ => Err("odd ZRANGE WITHSCORES reply".to_string()),
         })
@@ -405,7 +411,7 @@ fn parse_dump(dump: &str) -> Result<Snapshot, String> {
         Ok(list)
     };
     let pending = [front_first()?, front_first()?, front_first()?];
-    let delayed = zset(next()?)?;
+    let delayed = zset_scaled(next()?, 1000.0)?;
     let inflight = zset(next()?)?;
     let dead = zset(next()?)?;
     let waiting = zset(next()?)?;

@@ -14,7 +14,8 @@
 //! - messages reclaimed by one fetch or released by one call go to the front of their
 //!   level keeping their order (deadline order, argument order): the first is next;
 //! - the TTL has passed when `now >= expire`; a lease has lapsed when `now >= deadline`; a
-//!   delayed message is due when `now >= due`;
+//!   delayed message is due when `now >= due`, compared in µs (a delay given at produce time
+//!   keeps Redis' µs; a retry's due time is whole ms);
 //! - `fail.lua` answers 3 ("dropped") when a message would be dead-lettered but dead
 //!   letters are disabled;
 //! - an expired message is kept in the DLQ only when both `keep_expired` and `keep_dead`
@@ -32,8 +33,12 @@ use super::{
 #[derive(Clone, Debug, PartialEq)]
 enum State {
     Pending,
+    /// Due time in µs.
     Delayed(u64),
-    InFlight { deadline: u64, token: u64 },
+    InFlight {
+        deadline: u64,
+        token: u64,
+    },
     Dead(u64),
 }
 
@@ -124,6 +129,7 @@ impl Model {
             .min()
     }
 
+    /// In µs.
     pub fn next_due(&self) -> Option<u64> {
         self.msgs
             .values()
@@ -284,7 +290,7 @@ impl Model {
                 None
             };
             let state = if delay > 0 {
-                State::Delayed(now + delay)
+                State::Delayed(now * 1000 + item.delay_us)
             } else if let Some((consumer, deadline, token)) = handed {
                 self.pushed.push((
                     consumer,
@@ -389,7 +395,7 @@ impl Model {
             .msgs
             .iter()
             .filter_map(|(id, m)| match m.state {
-                State::Delayed(at) if at <= now => Some((at, id.clone())),
+                State::Delayed(at) if at <= now * 1000 => Some((at, id.clone())),
                 _ => None,
             })
             .collect();
@@ -451,7 +457,7 @@ impl Model {
             reply[1] = R::Int(due as i64);
         }
         if let Some(deadline) = self.next_deadline() {
-            reply[2] = R::Int(deadline as i64);
+            reply[2] = R::Int(deadline as i64 * 1000);
         }
         (R::List(reply), leases)
     }
@@ -488,7 +494,7 @@ impl Model {
             let code = match item.action {
                 Action::Retry if m.attempts < max => {
                     m.record_failure(now, "", item.error.clone());
-                    m.state = State::Delayed(now + item.delay);
+                    m.state = State::Delayed((now + item.delay) * 1000);
                     self.count("retried", 1);
                     1
                 }
