@@ -127,7 +127,7 @@ local function push_to_parked(waiting, inflight, stats, wake, id, envelope, now)
     if consumer then
       -- the script is atomic: the consumer reads the message only after the lease exists
       local token = redis.call('HINCRBY', stats, 'delivered', '1')
-      local lease = lease_of(id, token, '1')
+      local lease = lease_of(id, tostring(token), '1')
       local message = #lease .. ':' .. lease .. envelope
       if redis.call('PUBLISH', wake .. ':' .. consumer, message) > 0 then
         redis.call('ZADD', inflight, '+inf', LEASE_PIN, now + tonumber(lease_ms), lease)

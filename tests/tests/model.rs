@@ -315,20 +315,16 @@ impl Snapshot {
                 format!("{:?}", real.pending[level]),
             );
         }
-        let rel = |z: &[(String, u64)]| {
+        // scores relative to the start of the clock: `delayed` in µs, the others in ms
+        let rel_in = |z: &[(String, u64)], t0: u64, unit: &str| {
             let items: Vec<String> = z
                 .iter()
-                .map(|(id, score)| format!("{id}@t+{}", score.wrapping_sub(T0) as i64))
+                .map(|(id, score)| format!("{id}@t+{}{unit}", score.wrapping_sub(t0) as i64))
                 .collect();
             format!("[{}]", items.join(", "))
         };
-        let rel_us = |z: &[(String, u64)]| {
-            let items: Vec<String> = z
-                .iter()
-                .map(|(id, us)| format!("{id}@t+{}us", us.wrapping_sub(T0 * 1000) as i64))
-                .collect();
-            format!("[{}]", items.join(", "))
-        };
+        let rel = |z: &[(String, u64)]| rel_in(z, T0, "");
+        let rel_us = |z: &[(String, u64)]| rel_in(z, T0 * 1000, "us");
         field("delayed", rel_us(&self.delayed), rel_us(&real.delayed));
         field("inflight", rel(&self.inflight), rel(&real.inflight));
         field("dead", rel(&self.dead), rel(&real.dead));
