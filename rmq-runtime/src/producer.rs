@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::{RedisWrite, Value};
 use rmq_core::duration::millis;
 use rmq_core::envelope::{body_prefix, encode_body, header};
-use rmq_core::{Headers, MessageId, Priority, Topic};
+use rmq_core::{Headers, MessageId, Priority, Topic, TopicKeys};
 
 use crate::client::{global_client, script_pipeline, Client};
 use crate::error::{is_transient, Error};
@@ -173,6 +173,7 @@ impl SendOptions {
             }
             None => MessageId::generate(),
         };
+        let generated = self.id.is_none();
         let delay = match (self.delay, self.at) {
             (Some(delay), _) => delay,
             (None, Some(at)) => at.duration_since(SystemTime::now()).unwrap_or_default(),
@@ -181,6 +182,7 @@ impl SendOptions {
         let ttl = self.ttl.or(ttl).unwrap_or(client.config().message_ttl);
         Ok(Prepared {
             id,
+            generated,
             priority: self.priority.unwrap_or(priority),
             // rounded up: a message never runs before its time (produce.lua rounds the due
             // time up to whole ms once more, from Redis' µs clock)
@@ -200,6 +202,8 @@ impl SendOptions {
 
 struct Prepared {
     id: MessageId,
+    /// The id was made by [`MessageId::generate`] for this message, not given by the caller.
+    generated: bool,
     priority: Priority,
     delay_us: u64,
     ttl_ms: u64,
@@ -336,58 +340,11 @@ async fn store(
 ) -> Result<Vec<Produced>, Error> {
     let keys = client.topic_keys(topic);
     let stamp = client.redis_clock().stamp_ms();
-    let stamp_arg = stamp.map(|ms| ms.to_string()).unwrap_or_default();
-    let calls = prepared
-        .chunks(MESSAGES_PER_CALL)
-        .map(|chunk| {
-            // room for the clock and stamp, each message's id and envelope, and a run's four
-            // arguments per message (at most)
-            let bytes: usize = chunk
-                .iter()
-                .map(|m| m.id.as_str().len() + HEADER_ROOM + m.body.len() + RUN_ROOM)
-                .sum();
-            let mut call = SCRIPTS.produce.call_with_room(
-                &keys.for_produce(),
-                2 + 6 * chunk.len(),
-                32 + bytes,
-            );
-            call.arg("").arg(&stamp_arg);
-            // runs of messages sharing priority, delay and TTL (see produce.lua)
-            let shared = |m: &Prepared| (m.priority, m.delay_us, m.ttl_ms);
-            for run in chunk.chunk_by(|a, b| shared(a) == shared(b)) {
-                let (priority, delay_us, ttl_ms) = shared(&run[0]);
-                call.arg(run.len())
-                    .arg(priority.index())
-                    .arg(delay_us)
-                    .arg(ttl_ms);
-                // with a stamp, the whole envelope: the run's header, then each body
-                let head = stamp.map(|ms| {
-                    let expire = if ttl_ms > 0 {
-                        ms + delay_us.div_ceil(1000) + ttl_ms
-                    } else {
-                        0
-                    };
-                    header(priority, ms, expire)
-                });
-                for m in run {
-                    call.arg(m.id.as_str());
-                    let mut arg = call.writer_for_next_arg();
-                    let written = match &head {
-                        Some(head) => arg
-                            .write_all(head.as_bytes())
-                            .and_then(|()| arg.write_all(&m.body)),
-                        None => arg.write_all(&m.body),
-                    };
-                    written.expect("a command's arguments are written to memory");
-                }
-            }
-            call
-        })
-        .collect();
-    let mut out = Vec::with_capacity(prepared.len());
-    let mut prepared = prepared.into_iter();
+    let calls = |first_try| produce_calls(&keys, stamp, &prepared, first_try);
     let span = tracing::debug_span!("rmq.produce", topic, messages = prepared.len());
     let results = run_with_retries(client, calls).instrument(span).await?;
+    let mut out = Vec::with_capacity(prepared.len());
+    let mut prepared = prepared.into_iter();
     let received = RedisClock::local_us();
     for result in results {
         // Redis' clock (µs), whether the stamp was used, the positions (from 1) of the
@@ -429,6 +386,70 @@ async fn store(
         }
     }
     Ok(out)
+}
+
+/// The produce script calls that store `prepared`, chunks of at most [`MESSAGES_PER_CALL`],
+/// stamped with `stamp` (Redis' clock as the client knows it); `first_try` is false for a
+/// retry (see [`run_with_retries`]).
+fn produce_calls(
+    keys: &TopicKeys,
+    stamp: Option<u64>,
+    prepared: &[Prepared],
+    first_try: bool,
+) -> Vec<redis::Cmd> {
+    let stamp_arg = stamp.map(|ms| ms.to_string()).unwrap_or_default();
+    prepared
+        .chunks(MESSAGES_PER_CALL)
+        .map(|chunk| {
+            // room for the clock and stamp, each message's id and envelope, and a run's four
+            // arguments per message (at most)
+            let bytes: usize = chunk
+                .iter()
+                .map(|m| m.id.as_str().len() + HEADER_ROOM + m.body.len() + RUN_ROOM)
+                .sum();
+            let mut call = SCRIPTS.produce.call_with_room(
+                &keys.for_produce(),
+                3 + 6 * chunk.len(),
+                32 + bytes,
+            );
+            // ids this process generated cannot be stored before their first try, so Redis
+            // need not look them up (produce.lua's ARGV[3])
+            let unseen = first_try && chunk.iter().all(|m| m.generated);
+            call.arg("")
+                .arg(&stamp_arg)
+                .arg(if unseen { "1" } else { "" });
+            // runs of messages sharing priority, delay and TTL (see produce.lua)
+            let shared = |m: &Prepared| (m.priority, m.delay_us, m.ttl_ms);
+            for run in chunk.chunk_by(|a, b| shared(a) == shared(b)) {
+                let (priority, delay_us, ttl_ms) = shared(&run[0]);
+                call.arg(run.len())
+                    .arg(priority.index())
+                    .arg(delay_us)
+                    .arg(ttl_ms);
+                // with a stamp, the whole envelope: the run's header, then each body
+                let head = stamp.map(|ms| {
+                    let expire = if ttl_ms > 0 {
+                        ms + delay_us.div_ceil(1000) + ttl_ms
+                    } else {
+                        0
+                    };
+                    header(priority, ms, expire)
+                });
+                for m in run {
+                    call.arg(m.id.as_str());
+                    let mut arg = call.writer_for_next_arg();
+                    let written = match &head {
+                        Some(head) => arg
+                            .write_all(head.as_bytes())
+                            .and_then(|()| arg.write_all(&m.body)),
+                        None => arg.write_all(&m.body),
+                    };
+                    written.expect("a command's arguments are written to memory");
+                }
+            }
+            call
+        })
+        .collect()
 }
 
 /// Redis' clock as this process can tell it, so the producer can write whole envelopes
@@ -495,15 +516,17 @@ impl RedisClock {
     }
 }
 
-/// Runs the produce calls, retrying up to `Config::produce_retries` times (100 ms, 200 ms,
-/// … apart, at most 5 s) when Redis cannot be reached. Repeating is safe: the ids were fixed
-/// before the first try, so a message that did reach Redis is not stored twice (the retry
-/// reports it as a duplicate).
+/// Runs the produce calls `calls(true)`, retrying up to `Config::produce_retries` times
+/// (100 ms, 200 ms, … apart, at most 5 s) when Redis cannot be reached. Repeating is safe:
+/// the ids were fixed before the first try, and a retry sends `calls(false)`, whose every id
+/// is looked up, so a message that did reach Redis is not stored twice (the retry reports
+/// it as a duplicate).
 async fn run_with_retries(
     client: &Client,
-    calls: Vec<redis::Cmd>,
+    calls: impl Fn(bool) -> Vec<redis::Cmd>,
 ) -> Result<Vec<redis::RedisResult<Value>>, Error> {
-    let pipe = script_pipeline(calls);
+    let mut pipe = script_pipeline(calls(true));
+    let mut first_try = true;
     let mut pause = Duration::from_millis(100);
     let mut retries_left = client.config().produce_retries;
     loop {
@@ -511,6 +534,10 @@ async fn run_with_retries(
             Ok(results) => return Ok(results),
             Err(e) if retries_left > 0 && is_transient(&e) => {
                 tracing::warn!(error = %e, retry_in = ?pause, retries_left, "produce failed; retrying");
+                if first_try {
+                    pipe = script_pipeline(calls(false));
+                    first_try = false;
+                }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
                 retries_left -= 1;

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
+use futures_util::StreamExt;
 use rmq_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -358,6 +359,19 @@ async fn at_times_are_never_early_even_by_a_fraction_of_a_millisecond() {
     env.assert_eventually_clean().await;
 }
 
+const PRODUCE: &str = include_str!("../../rmq-runtime/lua/produce.lua");
+const FETCH: &str = include_str!("../../rmq-runtime/lua/fetch.lua");
+
+/// An `EVAL` of `script` (a file of `rmq-runtime/lua/`, with the `lib.lua` helpers it names)
+/// on `keys`; the arguments follow.
+fn eval(script: &str, keys: &[&str]) -> redis::Cmd {
+    let mut call = redis::cmd("EVAL");
+    call.arg(rmq_runtime::__private::lua_script(script))
+        .arg(keys.len())
+        .arg(keys);
+    call
+}
+
 /// A delayed message is due at its microsecond, not at the next whole millisecond: the
 /// scripts run here with a clock of our own (`ARGV[1]`, in ms with a fraction, as Redis'
 /// TIME has one), so the test is exact. A message due 0.3 ms after a whole ms is not leased
@@ -368,15 +382,12 @@ async fn a_delay_is_due_at_its_microsecond_not_at_the_next_millisecond() {
     let env = TestEnv::start("delay_micro").await;
     let k = env.keys("delay_micro.topic");
     let mut redis = env.redis.clone();
-    let produce =
-        rmq_runtime::__private::lua_script(include_str!("../../rmq-runtime/lua/produce.lua"));
-    let fetch = rmq_runtime::__private::lua_script(include_str!("../../rmq-runtime/lua/fetch.lua"));
     let t0 = 1_700_000_000_000u64;
 
     // one message, 300 µs of delay, produced at t0 (a bare body: Redis writes the header)
-    let mut call = redis::cmd("EVAL");
-    call.arg(&produce).arg(10).arg(&k.for_produce()[..]);
+    let mut call = eval(PRODUCE, &k.for_produce());
     call.arg(t0)
+        .arg("")
         .arg("")
         .arg(1)
         .arg(1)
@@ -387,8 +398,7 @@ async fn a_delay_is_due_at_its_microsecond_not_at_the_next_millisecond() {
     let _: redis::Value = call.query_async(&mut redis).await.expect("produce.lua");
 
     let fetch_at = |clock: String| {
-        let mut call = redis::cmd("EVAL");
-        call.arg(&fetch).arg(12).arg(&k.for_fetch()[..]);
+        let mut call = eval(FETCH, &k.for_fetch());
         call.arg(clock)
             .arg(10)
             .arg(30_000)
@@ -420,4 +430,73 @@ async fn a_delay_is_due_at_its_microsecond_not_at_the_next_millisecond() {
         .await
         .expect("fetch.lua at t0 + 0.5 ms");
     assert_eq!(leased(&due), 1, "not leased 0.2 ms after its time: {due:?}");
+}
+
+/// A batch wakes idle consumers once: 'd' when one of its delayed messages became the
+/// earliest, 'p' when a pending list went from empty to non-empty, and nothing when neither
+/// happened; the same whether the call says its ids are unseen (produce.lua's ARGV[3], the
+/// client's first try) or not (a retry).
+#[tokio::test]
+async fn a_batch_wakes_consumers_when_it_brings_the_earliest_due_time_or_the_first_ready_message() {
+    let env = TestEnv::start("delay_wake_batch").await;
+    let k = env.keys("delay_wake_batch.topic");
+    let mut redis = env.redis.clone();
+    let mut listener = redis::Client::open(env.server.url())
+        .expect("url")
+        .get_async_pubsub()
+        .await
+        .expect("pub/sub connection");
+    listener.subscribe(&k.wake).await.expect("SUBSCRIBE");
+    let t0 = 1_700_000_000_000u64;
+    let mut messages = listener.into_on_message();
+    for (round, unseen) in ["", "1"].into_iter().enumerate() {
+        // two messages of a run sharing the delay (µs); bare bodies: Redis writes the header
+        // whole envelopes stamped with the script's clock (kept as sent, the usual case)
+        let batch = |first: usize, delay_us: u64| {
+            let mut call = eval(PRODUCE, &k.for_produce());
+            call.arg(t0).arg(t0).arg(unseen);
+            call.arg(2).arg(1).arg(delay_us).arg(0);
+            for i in first..first + 2 {
+                call.arg(format!("r{round}m{i}"))
+                    .arg(format!("1|{t0}|0|0|{{}}"));
+            }
+            call
+        };
+        // the earliest due time: 'd'; a later one: nothing; the first ready ones: 'p'
+        let wake_ups = [(0, 5_000_000), (2, 10_000_000), (4, 0)];
+        for (first, delay_us) in wake_ups {
+            let reply: Vec<i64> = batch(first, delay_us)
+                .query_async(&mut redis)
+                .await
+                .expect("produce.lua");
+            assert_eq!(
+                reply,
+                [t0 as i64 * 1000, 1],
+                "clock, stamp kept, no duplicate"
+            );
+        }
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("round {round} (unseen {unseen:?}): after {got:?}, no wake-up in 5 s")
+                })
+                .expect("pub/sub stream open");
+            got.push(message.get_payload::<String>().expect("text"));
+        }
+        assert_eq!(
+            got,
+            ["d", "p"],
+            "wake-ups of round {round} (unseen {unseen:?})"
+        );
+        // the next round starts from no pending and no delayed message again
+        let _: () = redis::cmd("DEL")
+            .arg(&k.pending[1])
+            .arg(&k.delayed)
+            .query_async(&mut redis)
+            .await
+            .expect("DEL");
+    }
+    assert_eq!(env.len(&k.messages).await, 12);
 }

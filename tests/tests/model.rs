@@ -146,9 +146,12 @@ pub struct FailItem {
 pub enum Call {
     /// `stamp`: None sends bare bodies; Some(d) whole envelopes stamped `now + d` ms (the
     /// script keeps stamps from 2 ms before its now up to now, and rewrites the others).
+    /// `unseen`: the call says none of its ids was ever produced (produce.lua's ARGV[3],
+    /// sent only when that is true, as the client does for its first try).
     Produce {
         items: Vec<NewMsg>,
         stamp: Option<i64>,
+        unseen: bool,
     },
     Fetch {
         consumer: usize,
@@ -218,7 +221,11 @@ fn sent_list(sent: &[Sent]) -> String {
 impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Call::Produce { items, stamp } => {
+            Call::Produce {
+                items,
+                stamp,
+                unseen,
+            } => {
                 let items: Vec<String> = items
                     .iter()
                     .map(|m| {
@@ -233,6 +240,9 @@ impl fmt::Display for Call {
                     })
                     .collect();
                 write!(f, "produce [{}]", items.join(", "))?;
+                if *unseen {
+                    write!(f, " unseen")?;
+                }
                 match stamp {
                     Some(d) => write!(f, " stamped now{d:+}"),
                     None => Ok(()),
@@ -527,7 +537,8 @@ enum Clock {
 /// sequence (for shrinking); `resolve` turns it into a concrete `Call`.
 #[derive(Clone, Debug)]
 enum Op {
-    Produce(Vec<Spec>, Option<i64>),
+    /// Specs, stamp, and whether the call may say its ids are unseen (it does when they are).
+    Produce(Vec<Spec>, Option<i64>, bool),
     Fetch {
         consumer: usize,
         n: u64,
@@ -626,6 +637,8 @@ fn random_op(rng: &mut Rng, p: &Params) -> Op {
             } else {
                 Some(rng.range(0, 6) as i64 - 4)
             },
+            // a first try, or a retry (which says nothing of its ids)
+            rng.chance(70),
         ),
         16..=36 => Op::Fetch {
             consumer,
@@ -688,6 +701,8 @@ struct Exec {
     /// forgets them).
     held: Vec<Vec<Lease>>,
     fresh: u64,
+    /// Every id produced so far.
+    produced: BTreeSet<String>,
 }
 
 impl Exec {
@@ -767,7 +782,7 @@ impl Exec {
     fn resolve(&mut self, op: &Op, step: usize) -> (Call, Op) {
         let call = self.resolve_call(op, step);
         let pinned = match (op, &call) {
-            (Op::Produce(specs, stamp), Call::Produce { items, .. }) => Op::Produce(
+            (Op::Produce(specs, stamp, may), Call::Produce { items, .. }) => Op::Produce(
                 specs
                     .iter()
                     .zip(items)
@@ -777,6 +792,7 @@ impl Exec {
                     })
                     .collect(),
                 *stamp,
+                *may,
             ),
             (Op::Ack { picks, .. }, Call::Ack { consumer, sent }) => Op::Ack {
                 consumer: *consumer,
@@ -808,9 +824,8 @@ impl Exec {
     fn resolve_call(&mut self, op: &Op, step: usize) -> Call {
         let now = self.model.now;
         match op {
-            Op::Produce(specs, stamp) => Call::Produce {
-                stamp: *stamp,
-                items: specs
+            Op::Produce(specs, stamp, may) => {
+                let items: Vec<NewMsg> = specs
                     .iter()
                     .map(|s| {
                         let id = match &s.id {
@@ -835,8 +850,17 @@ impl Exec {
                             body,
                         }
                     })
-                    .collect(),
-            },
+                    .collect();
+                // unseen: no id was produced before, and none is repeated in the call
+                let before = self.produced.len();
+                self.produced.extend(items.iter().map(|m| m.id.clone()));
+                let unseen = *may && self.produced.len() == before + items.len();
+                Call::Produce {
+                    items,
+                    stamp: *stamp,
+                    unseen,
+                }
+            }
             Op::Fetch { consumer, n } => Call::Fetch {
                 consumer: *consumer,
                 n: *n,
@@ -969,6 +993,7 @@ fn run_case(real: &mut Real, params: Params, ops: &[Op]) -> Result<Coverage, Fai
         model: Model::new(params, T0),
         held: vec![Vec::new(); CONSUMERS],
         fresh: 0,
+        produced: BTreeSet::new(),
     };
     let mut predicted = Vec::with_capacity(ops.len());
     let mut pinned = Vec::with_capacity(ops.len());
@@ -1151,12 +1176,12 @@ fn shrink(real: &mut Real, params: Params, failure: Failure) -> (Vec<Op>, Failur
     }
     for i in 0..ops.len() {
         let mut j = 0;
-        while let Op::Produce(specs, _) = &ops[i] {
+        while let Op::Produce(specs, ..) = &ops[i] {
             if j >= specs.len() || specs.len() == 1 {
                 break;
             }
             let mut candidate = ops.clone();
-            if let Op::Produce(specs, _) = &mut candidate[i] {
+            if let Op::Produce(specs, ..) = &mut candidate[i] {
                 specs.remove(j);
             }
             match still_fails(&candidate, &mut best) {
@@ -1290,6 +1315,7 @@ fn produce(id: &str) -> Op {
             body: 1,
         }],
         None,
+        false,
     )
 }
 

@@ -125,3 +125,41 @@ async fn shutdown_returns_within_its_budget_when_redis_is_gone() {
         "shutdown took {took:?} with a 500 ms budget"
     );
 }
+
+/// A produce whose first try reached Redis but whose reply came too late is retried; the
+/// retry must find the messages the first try stored (the first try of generated ids skips
+/// that lookup) and store nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_batch_whose_first_try_was_stored_is_not_stored_twice() {
+    let env = TestEnv::start_configured("down_late", &[], |c| Config {
+        command_timeout: Duration::from_millis(300),
+        produce_retries: 3,
+        ..c
+    })
+    .await;
+    // writes wait 500 ms: the first try times out at 300 ms, the retry leaves at 400 ms,
+    // and at 500 ms Redis runs both, in that order
+    let mut raw = env.redis.clone();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(500)
+        .arg("WRITE")
+        .query_async(&mut raw)
+        .await
+        .expect("CLIENT PAUSE");
+    let sent = env
+        .client
+        .produce_batch((0..3).map(|i| Work { sleep_ms: i }).collect::<Vec<_>>())
+        .await
+        .expect("the retried produce");
+    assert_eq!(sent.len(), 3);
+    let keys = env.keys(Work::NAME);
+    assert_eq!(
+        env.len(&keys.pending[1]).await,
+        3,
+        "{}",
+        env.describe().await
+    );
+    assert_eq!(env.len(&keys.messages).await, 3);
+    assert_eq!(env.stat(Work::NAME, "produced").await, 3);
+}

@@ -211,11 +211,19 @@ impl Real {
         let at = now;
         let now = now.to_string();
         match call {
-            Call::Produce { items, stamp } => {
+            Call::Produce {
+                items,
+                stamp,
+                unseen,
+            } => {
                 // runs of messages sharing priority, delay and TTL, as producer.rs sends them;
                 // stamped: whole envelopes
                 let stamp = stamp.map(|d| (at as i64 + d) as u64);
-                let mut args = vec![now, stamp.map(|s| s.to_string()).unwrap_or_default()];
+                let mut args = vec![
+                    now,
+                    stamp.map(|s| s.to_string()).unwrap_or_default(),
+                    if *unseen { "1" } else { "" }.to_string(),
+                ];
                 let shared = |m: &NewMsg| (m.prio, m.delay_us, m.ttl);
                 for run in items.chunk_by(|a, b| shared(a) == shared(b)) {
                     let (prio, delay, ttl) = shared(&run[0]);

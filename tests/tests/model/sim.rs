@@ -190,7 +190,8 @@ impl Model {
     /// The reply the script should give, and the leases a fetch hands out.
     pub fn apply(&mut self, call: &Call) -> (R, Vec<Lease>) {
         match call {
-            Call::Produce { items, stamp } => (self.produce(items, *stamp), Vec::new()),
+            // `unseen` only spares Redis a lookup that would find nothing
+            Call::Produce { items, stamp, .. } => (self.produce(items, *stamp), Vec::new()),
             Call::Fetch { n, consumer } => {
                 let (reply, leased) = self.fetch(*n);
                 // 4. fewer than asked: parks; else (busy) leaves `waiting`
