@@ -31,6 +31,8 @@ pub struct Produced {
     /// The message id (generated, or the one given with `.id(..)`).
     pub id: MessageId,
     /// True when a message with this explicit id already existed, so nothing was stored.
+    /// (Always false for a generated id: when a retry finds one, the call's own first try
+    /// stored it.)
     pub duplicate: bool,
 }
 
@@ -371,12 +373,14 @@ async fn store(
         let mut duplicates = duplicates.into_iter().peekable();
         for position in 1..=MESSAGES_PER_CALL.min(prepared.len()) {
             let message = prepared.next().expect("a message per position");
-            let duplicate = duplicates
+            let found = duplicates
                 .next_if_eq(&Value::Int(position as i64))
                 .is_some();
+            // a generated id is only ever found by a retry, stored by the call's own first
+            // try: produced once, not a duplicate
             out.push(Produced {
                 id: message.id,
-                duplicate,
+                duplicate: found && !message.generated,
             });
         }
         if duplicates.next().is_some() {

@@ -128,9 +128,9 @@ async fn shutdown_returns_within_its_budget_when_redis_is_gone() {
 
 /// A produce whose first try reached Redis but whose reply came too late is retried; the
 /// retry must find the messages the first try stored (the first try of generated ids skips
-/// that lookup) and store nothing twice.
+/// that lookup), store nothing twice, and not call the caller's own message a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retried_batch_whose_first_try_was_stored_is_not_stored_twice() {
+async fn a_retried_produce_whose_first_try_was_stored_is_stored_once_and_no_duplicate() {
     let env = TestEnv::start_configured("down_late", &[], |c| Config {
         command_timeout: Duration::from_millis(300),
         produce_retries: 3,
@@ -140,13 +140,7 @@ async fn a_retried_batch_whose_first_try_was_stored_is_not_stored_twice() {
     // writes wait 500 ms: the first try times out at 300 ms, the retry leaves at 400 ms,
     // and at 500 ms Redis runs both, in that order
     let mut raw = env.redis.clone();
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(500)
-        .arg("WRITE")
-        .query_async(&mut raw)
-        .await
-        .expect("CLIENT PAUSE");
+    pause_writes(&mut raw, 500).await;
     let sent = env
         .client
         .produce_batch((0..3).map(|i| Work { sleep_ms: i }).collect::<Vec<_>>())
@@ -162,4 +156,26 @@ async fn a_retried_batch_whose_first_try_was_stored_is_not_stored_twice() {
     );
     assert_eq!(env.len(&keys.messages).await, 3);
     assert_eq!(env.stat(Work::NAME, "produced").await, 3);
+
+    // one message the same way: stored once, and not reported as a duplicate of itself
+    pause_writes(&mut raw, 500).await;
+    let sent = env
+        .client
+        .send(Work { sleep_ms: 3 })
+        .await
+        .expect("the retried send");
+    assert!(!sent.duplicate, "{sent:?}");
+    assert_eq!(env.len(&keys.pending[1]).await, 4);
+    assert_eq!(env.stat(Work::NAME, "produced").await, 4);
+}
+
+/// Redis holds every write command (scripts included) for `ms`, then runs them in order.
+async fn pause_writes(redis: &mut redis::aio::MultiplexedConnection, ms: u64) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("WRITE")
+        .query_async(redis)
+        .await
+        .expect("CLIENT PAUSE");
 }
