@@ -175,7 +175,7 @@ OPTIONS:
   --burst-size N      delayed: messages per burst (default 200)
   --idle-secs S       idle: seconds measured (default 10)
   --depth-n N         depth: the deep backlog (default 200000; 1000000 is the
-                      issue's figure: ~200 MB of Redis memory and ~6 s to preload,
+                      issue's figure: ~180 MB of Redis memory and ~2 s to preload,
                       in each of the 3 rounds)
   --depth-window K    depth: messages timed at each depth (default 10000; the
                       shallow backlog is K itself)
