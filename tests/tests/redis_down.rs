@@ -140,6 +140,7 @@ async fn a_retried_produce_whose_first_try_was_stored_is_stored_once_and_no_dupl
     // writes wait 500 ms: the first try times out at 300 ms, the retry leaves at 400 ms,
     // and at 500 ms Redis runs both, in that order
     let mut raw = env.redis.clone();
+    let calls_before = evalsha_calls(&mut raw).await;
     pause_writes(&mut raw, 500).await;
     let sent = env
         .client
@@ -147,6 +148,9 @@ async fn a_retried_produce_whose_first_try_was_stored_is_stored_once_and_no_dupl
         .await
         .expect("the retried produce");
     assert_eq!(sent.len(), 3);
+    // Redis ran the first try and at least one retry
+    let calls = evalsha_calls(&mut raw).await - calls_before;
+    assert!(calls >= 2, "{calls} produce calls: no retry");
     let keys = env.keys(Work::NAME);
     assert_eq!(
         env.len(&keys.pending[1]).await,
@@ -158,12 +162,15 @@ async fn a_retried_produce_whose_first_try_was_stored_is_stored_once_and_no_dupl
     assert_eq!(env.stat(Work::NAME, "produced").await, 3);
 
     // one message the same way: stored once, and not reported as a duplicate of itself
+    let calls_before = evalsha_calls(&mut raw).await;
     pause_writes(&mut raw, 500).await;
     let sent = env
         .client
         .send(Work { sleep_ms: 3 })
         .await
         .expect("the retried send");
+    let calls = evalsha_calls(&mut raw).await - calls_before;
+    assert!(calls >= 2, "{calls} produce calls: no retry");
     assert!(!sent.duplicate, "{sent:?}");
     assert_eq!(env.len(&keys.pending[1]).await, 4);
     assert_eq!(env.stat(Work::NAME, "produced").await, 4);
@@ -178,4 +185,17 @@ async fn pause_writes(redis: &mut redis::aio::MultiplexedConnection, ms: u64) {
         .query_async(redis)
         .await
         .expect("CLIENT PAUSE");
+}
+
+/// `EVALSHA` calls Redis has run so far (`INFO commandstats`).
+async fn evalsha_calls(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a count"))
 }
