@@ -53,7 +53,7 @@ end
 if #done > 0 then
   redis.call('HDEL', KEYS[1], unpack(ids))
   if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HDEL', KEYS[3], unpack(ids)) end
-  redis.call('HINCRBY', KEYS[4], 'completed', #done)
+  redis.call('HINCRBY', KEYS[4], 'completed', fmt('%d', #done))
   unpin_if_idle(KEYS[2])
 end
 record_metrics(KEYS[5], now_ms(ARGV[1]), #done, 0, ARGV[2])

@@ -49,12 +49,12 @@ for i = 6, #ARGV, 5 do
     if action == 'retry' and attempts < max_attempts then
       record_failure(k, id, now, '', err)
       redis.call('ZADD', k.delayed, due_in(tonumber(ARGV[i + 2])), id)
-      redis.call('HINCRBY', k.stats, 'retried', 1)
+      redis.call('HINCRBY', k.stats, 'retried', '1')
       if not woke then woke = wake_if_earliest(k.delayed, k.wake, id) end
       code = 1
     elseif action == 'drop' then
       forget(k, id)
-      redis.call('HINCRBY', k.stats, 'dropped', 1)
+      redis.call('HINCRBY', k.stats, 'dropped', '1')
       code = 3
     else
       if action == 'retry' then reason = 'retries exhausted' end
@@ -65,7 +65,7 @@ for i = 6, #ARGV, 5 do
   reply[#reply + 1] = code
 end
 if failed > 0 then
-  redis.call('HINCRBY', k.stats, 'failed', failed)
+  redis.call('HINCRBY', k.stats, 'failed', fmt('%d', failed))
   unpin_if_idle(k.inflight)
 end
 record_metrics(KEYS[9], now, 0, failed, ARGV[2])

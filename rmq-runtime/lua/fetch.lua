@@ -66,10 +66,10 @@ local function due_exactly(first) return first[2] and tonumber(first[2]) <= now_
 
 -- 1. reclaim lapsed leases; pushed to the front latest-deadline first, so the earliest
 --    ends up next in line (LEASE_PIN is scored +inf: never due)
-local first_lease = redis.call('ZRANGE', k.inflight, 0, 0, 'WITHSCORES')
+local first_lease = redis.call('ZRANGE', k.inflight, '0', '0', 'WITHSCORES')
 local lapsed = {}
 if due_by(first_lease) then
-  lapsed = redis.call('ZRANGEBYSCORE', k.inflight, '-inf', now, 'LIMIT', 0, 1000)
+  lapsed = redis.call('ZRANGEBYSCORE', k.inflight, '-inf', now, 'LIMIT', '0', '1000')
 end
 local lost = 0
 for i = #lapsed, 1, -1 do
@@ -86,7 +86,7 @@ for i = #lapsed, 1, -1 do
     redis.call('HSET', k.attempts, id, attempts)
     record_failure(k, id, now, exhausted and 'consumer lost' or '',
       'consumer lost: lease expired during attempt ' .. attempts)
-    redis.call('HINCRBY', k.stats, 'lost', 1)
+    redis.call('HINCRBY', k.stats, 'lost', '1')
     lost = lost + 1
     if exhausted then
       dead_letter(k, id, now)
@@ -98,16 +98,16 @@ end
 
 if lost > 0 then
   unpin_if_idle(k.inflight)
-  first_lease = redis.call('ZRANGE', k.inflight, 0, 0, 'WITHSCORES')
+  first_lease = redis.call('ZRANGE', k.inflight, '0', '0', 'WITHSCORES')
 end
 
 -- 2. promote due delayed messages
-local first_due = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
+local first_due = redis.call('ZRANGE', k.delayed, '0', '0', 'WITHSCORES')
 if due_exactly(first_due) then
   -- in bulk (a burst of messages due together is one call each, not three per message):
   -- the due ids are the lowest ranks, so removing that many ranks removes exactly them
-  local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now_exact, 'LIMIT', 0, 1000)
-  redis.call('ZREMRANGEBYRANK', k.delayed, 0, #due - 1)
+  local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now_exact, 'LIMIT', '0', '1000')
+  redis.call('ZREMRANGEBYRANK', k.delayed, '0', fmt('%d', #due - 1))
   local envelopes = redis.call('HMGET', k.messages, unpack(due))
   local by_level = {}
   for i, id in ipairs(due) do
@@ -121,7 +121,7 @@ if due_exactly(first_due) then
   for level, ids in pairs(by_level) do
     redis.call('LPUSH', KEYS[2 + level], unpack(ids))
   end
-  first_due = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
+  first_due = redis.call('ZRANGE', k.delayed, '0', '0', 'WITHSCORES')
 end
 
 -- 3. lease up to N ready messages (a constant number of calls per popped batch)
@@ -129,14 +129,14 @@ local reply = { clock_us, -1, -1, 0, lost }
 local nreply = 5 -- #reply, kept by hand: Lua finds a table's length by binary search
 local leased = 0
 local expired = 0
-local deadline = tostring(now + lease_ms)
+local deadline = fmt('%d', now + lease_ms)
 if want > 0 and redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) == 0 then want = 0 end
 if want > 0 and redis.call('EXISTS', KEYS[11]) == 1 then want = 0 end
 local any_attempts = nil -- does `attempts` have entries? asked once, when first needed
 local token = nil -- this call's lease token (text), from the first batch it leases
 for level = 0, 2 do
   while leased < want do
-    local ids = redis.call('RPOP', KEYS[2 + level], want - leased)
+    local ids = redis.call('RPOP', KEYS[2 + level], fmt('%d', want - leased))
     if not ids then break end
     local envelopes = redis.call('HMGET', k.messages, unpack(ids))
     local live, live_envelopes, nlive = {}, {}, 0
@@ -161,15 +161,15 @@ for level = 0, 2 do
     if nlive > 0 then
       if any_attempts == nil then any_attempts = redis.call('EXISTS', k.attempts) == 1 end
       local previous = any_attempts and redis.call('HMGET', k.attempts, unpack(live)) or {}
-      local first_token = redis.call('HINCRBY', k.stats, 'delivered', nlive) - nlive
-      if not token then token = tostring(first_token + 1) end
+      local first_token = redis.call('HINCRBY', k.stats, 'delivered', fmt('%d', nlive)) - nlive
+      if not token then token = fmt('%d', first_token + 1) end
       local members, carried = { '+inf', LEASE_PIN }, {}
       for i, id in ipairs(live) do
         local before = previous[i]
         local attempt = '1'
         if before then
           carried[#carried + 1] = id
-          attempt = tostring((tonumber(before) or 0) + 1)
+          attempt = fmt('%d', (tonumber(before) or 0) + 1)
         end
         local lease = lease_of(id, token, attempt)
         members[2 * i + 1] = deadline
@@ -183,14 +183,14 @@ for level = 0, 2 do
     end
   end
 end
-if expired > 0 then redis.call('HINCRBY', k.stats, 'expired', expired) end
+if expired > 0 then redis.call('HINCRBY', k.stats, 'expired', fmt('%d', expired)) end
 reply[4] = expired
 
 -- 4. park or leave
 local park = ARGV[8]
 if park ~= nil and park ~= '' then
   if asked > 0 and leased < asked then
-    redis.call('ZADD', KEYS[12], now, park)
+    redis.call('ZADD', KEYS[12], fmt('%d', now), park)
   else
     redis.call('ZREM', KEYS[12], park)
   end

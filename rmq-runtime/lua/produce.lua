@@ -301,9 +301,9 @@ for _, run in ipairs(runs) do
 end
 
 -- a new delayed message became the earliest exactly when the earliest now is one of them
-if any_delayed and not woke and new[redis.call('ZRANGE', k.delayed, 0, 0)[1]] == 'delayed' then
+if any_delayed and not woke and new[redis.call('ZRANGE', k.delayed, '0', '0')[1]] == 'delayed' then
   redis.call('PUBLISH', k.wake, 'd')
 end
 
-if stored > 0 then redis.call('HINCRBY', k.stats, 'produced', stored) end
+if stored > 0 then redis.call('HINCRBY', k.stats, 'produced', fmt('%d', stored)) end
 return reply(duplicates)
