@@ -165,3 +165,59 @@ async fn shutdown_deadline_puts_a_running_message_back_uncounted() {
     assert_eq!(*SLOW_ATTEMPTS.lock().unwrap(), vec![1, 1, 1, 1]);
     let _ = (queued, first);
 }
+
+#[topic("lease.barred", retries = 0)]
+#[derive(Debug, Serialize, Deserialize)]
+struct Barred {
+    n: u32,
+}
+
+static BARRED_RAN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[handler]
+async fn barred(_job: Barred, ctx: Context) {
+    BARRED_RAN.lock().unwrap().push(ctx.id().to_string());
+}
+
+/// A lease is "<id>|<token>|<attempt>" and an explicit id may itself hold '|' and digits:
+/// the ack must complete the whole id, not a shorter one that another message has. "a"
+/// waits, delayed; "a|1" and "q|3|4" (which reads like a lease of "q") run and are
+/// acked, which must delete their envelopes and leave "a"'s alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_with_bars_and_digits_is_completed_whole() {
+    let env = TestEnv::start("lease_barred").await;
+    let keys = env.keys(Barred::NAME);
+    for (id, n, delay) in [
+        ("a", 0, Some(3600)),
+        ("q", 1, Some(3600)),
+        ("a|1", 2, None),
+        ("q|3|4", 3, None),
+    ] {
+        let send = Barred { n }.send().id(id);
+        let send = match delay {
+            Some(secs) => send.delay(Duration::from_secs(secs)),
+            None => send,
+        };
+        send.via(&env.client).await.expect("produce");
+    }
+    let runtime = spawn_runtime(&env.client, &[Barred::NAME], 2).await;
+    wait_for("both ready messages", || {
+        BARRED_RAN.lock().unwrap().len() == 2
+    })
+    .await;
+    // shutdown settles what finished
+    shutdown(runtime).await;
+    assert_eq!(env.stat(Barred::NAME, "completed").await, 2);
+
+    let mut ran = BARRED_RAN.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(ran, ["a|1", "q|3|4"]);
+    let mut stored: Vec<String> = redis::cmd("HKEYS")
+        .arg(&keys.messages)
+        .query_async(&mut env.redis.clone())
+        .await
+        .unwrap();
+    stored.sort();
+    assert_eq!(stored, ["a", "q"], "{}", env.describe().await);
+    assert_eq!(env.len(&keys.delayed).await, 2);
+}
