@@ -52,9 +52,10 @@
 -- paths need are even defined (each Lua closure costs Redis 400-1300 instructions a call).
 -- A batch takes a constant number of Redis calls per chunk of up to 1000 messages of a
 -- run -- HMGET for the duplicate check (not with ARGV[3]: it was an eighth of a batch's
--- Redis time), one HSET of the envelopes, one LPUSH or ZADD --
--- since a redis.call costs more than the work it does. When the stamp is used and no id
--- is a duplicate, the HSET takes the arguments as they came (no table is built for it).
+-- Redis time), one HSET of the envelopes, one LPUSH or ZADD -- and one HLEN per call (see
+-- SPREAD_AT), since a redis.call costs more than the work it does. When the stamp is used
+-- and no id is a duplicate, the HSET takes the arguments as they came (no table is built
+-- for it).
 -- Runs keep the arguments at about two per message: Redis reads, and Lua copies, every
 -- argument.
 
@@ -62,6 +63,19 @@
 local ARGV, KEYS, tonumber, unpack = ARGV, KEYS, tonumber, unpack
 
 local STAMP_SLACK = 2
+
+-- `m` holding small envelopes (64 bytes or less: payloads of up to about 46 bytes) stays in
+-- Redis' listpack encoding until it has 512 of them, and there every HSETNX, HMGET and HDEL
+-- scans the whole list: with 100 such messages in flight that was a quarter of a drain's
+-- Redis instructions (callgrind). So the hash is made a hashtable when the queue gets
+-- deeper than SPREAD_AT: a single send whose LPUSH makes a pending list that long, or a
+-- batch call that takes `m` past it (before it stores anything). HSETNX of a field longer
+-- than a listpack takes converts the hash; the field is longer than any message id (257
+-- bytes), and goes again in the same call (only if this call added it: HSETNX overwrites
+-- nothing). Redis keeps a hash a hashtable until it is deleted, which happens when it
+-- empties. (A queue that grows only by single delayed sends is not checked: it stays a
+-- listpack up to 512.)
+local SPREAD_AT = 32
 
 local now = now_ms(ARGV[1])
 local stamp = tonumber(ARGV[2])
@@ -100,8 +114,14 @@ local function store_one(id, prio, delay, envelope)
   if delay > 0 then
     redis.call('ZADD', KEYS[5], due_after(delay), id)
     wake_if_earliest(KEYS[5], KEYS[7], id)
-  elseif not hand_to_parked(id, envelope) and redis.call('LPUSH', KEYS[2 + prio], id) == 1 then
-    redis.call('PUBLISH', KEYS[7], 'p')
+  elseif not hand_to_parked(id, envelope) then
+    local len = redis.call('LPUSH', KEYS[2 + prio], id)
+    if len == 1 then
+      redis.call('PUBLISH', KEYS[7], 'p')
+    elseif len == SPREAD_AT then
+      local wide = string.rep('~', 257)
+      if redis.call('HSETNX', KEYS[1], wide, '') == 1 then redis.call('HDEL', KEYS[1], wide) end
+    end
   end
   redis.call('HINCRBY', KEYS[6], 'produced', '1') -- text: a number costs a sprintf
   return true
@@ -291,6 +311,16 @@ local function store(run, b, n)
   end
 end
 
+-- see SPREAD_AT: a call that takes `m` past it stores into a hashtable
+local wide = nil
+do
+  local before = redis.call('HLEN', k.messages)
+  if before < SPREAD_AT and before + (#ARGV - 3 - 4 * #runs) / 2 >= SPREAD_AT then
+    wide = string.rep('~', 257)
+    if redis.call('HSETNX', k.messages, wide, '') == 0 then wide = nil end
+  end
+end
+
 local any_delayed = false
 for _, run in ipairs(runs) do
   local count = tonumber(ARGV[run])
@@ -306,4 +336,5 @@ if any_delayed and not woke and new[redis.call('ZRANGE', k.delayed, '0', '0')[1]
 end
 
 if stored > 0 then redis.call('HINCRBY', k.stats, 'produced', fmt('%d', stored)) end
+if wide then redis.call('HDEL', k.messages, wide) end
 return reply(duplicates)

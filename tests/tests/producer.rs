@@ -216,3 +216,82 @@ async fn envelopes_carry_redis_clock_whoever_writes_them() {
         }
     }
 }
+
+#[topic("producer.small_one")]
+#[derive(Debug, Serialize, Deserialize)]
+struct SmallOne {
+    n: u32,
+}
+
+#[handler]
+async fn small_one(_m: SmallOne) {}
+
+#[topic("producer.small_batch")]
+#[derive(Debug, Serialize, Deserialize)]
+struct SmallBatch {
+    n: u32,
+}
+
+#[handler]
+async fn small_batch(_m: SmallBatch) {}
+
+/// Redis' encoding of a hash: "listpack" (scanned whole on every lookup) or "hashtable".
+async fn encoding(env: &TestEnv, key: &str) -> String {
+    redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(key)
+        .query_async(&mut env.redis.clone())
+        .await
+        .expect("OBJECT ENCODING")
+}
+
+/// Small envelopes would keep the hash of a topic's messages a listpack up to 512 of them,
+/// and every store, fetch and ack would scan it whole. Once a pending list reaches 32 (one
+/// send at a time) or a batch takes the hash past 32, it is a hashtable, and it holds the
+/// messages and nothing else.
+#[tokio::test]
+async fn a_deep_queue_of_small_messages_keeps_them_in_a_hashtable() {
+    let env = TestEnv::start("small_spread").await;
+    let one = env.keys(SmallOne::NAME);
+    for n in 0..31 {
+        SmallOne { n }.send().via(&env.client).await.expect("send");
+    }
+    assert_eq!(encoding(&env, &one.messages).await, "listpack");
+    SmallOne { n: 31 }
+        .send()
+        .via(&env.client)
+        .await
+        .expect("send");
+    assert_eq!(encoding(&env, &one.messages).await, "hashtable");
+
+    let batch = env.keys(SmallBatch::NAME);
+    let first: Vec<SmallBatch> = (0..20).map(|n| SmallBatch { n }).collect();
+    env.client.produce_batch(first).await.expect("batch");
+    assert_eq!(encoding(&env, &batch.messages).await, "listpack");
+    let second: Vec<SmallBatch> = (20..40).map(|n| SmallBatch { n }).collect();
+    env.client.produce_batch(second).await.expect("batch");
+    assert_eq!(encoding(&env, &batch.messages).await, "hashtable");
+
+    for (keys, n) in [(&one, 32), (&batch, 40)] {
+        let pending: Vec<String> = redis::cmd("LRANGE")
+            .arg(&keys.pending[1])
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut env.redis.clone())
+            .await
+            .unwrap();
+        let mut stored: Vec<String> = redis::cmd("HKEYS")
+            .arg(&keys.messages)
+            .query_async(&mut env.redis.clone())
+            .await
+            .unwrap();
+        let mut pending = pending;
+        pending.sort();
+        stored.sort();
+        assert_eq!(pending.len(), n);
+        assert_eq!(
+            stored, pending,
+            "the hash holds exactly the pending messages"
+        );
+    }
+}
