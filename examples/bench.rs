@@ -1586,7 +1586,7 @@ impl Bench {
         // are summed over the produce blocks only.
         let mut bare = BareRoundTrip::connect(&self.url).await?;
         // and so are bare store scripts: what the round trip leaves once Redis has stored
-        // and queued a message, with no other work (their keys go before memory is read)
+        // and queued a message, with no other work
         let store_keys = [
             format!("{}:bare-store:m", self.tag),
             format!("{}:bare-store:p", self.tag),
@@ -1607,6 +1607,12 @@ impl Bench {
             .await?;
             bare = back.0;
             store_secs += took;
+            // gone before the next block, so they do not grow beside rmq's messages (the
+            // memory figure below is Redis' whole used_memory)
+            redis::cmd("DEL")
+                .arg(&store_keys)
+                .query_async::<()>(&mut self.info)
+                .await?;
 
             let a = self.snap().await?;
             let t0 = Instant::now();
@@ -1637,10 +1643,6 @@ impl Bench {
             }
         }
         let delta = delta.ok_or_else(|| anyhow!("produce-serial ran no block"))?;
-        redis::cmd("DEL")
-            .arg(&store_keys)
-            .query_async::<()>(&mut self.info)
-            .await?;
         // memory over the whole scenario (the round trips store nothing; a sum over the
         // blocks would add up their buffers' ups and downs)
         let stored_memory = Delta::between(&start, &self.snap().await?, false).memory;
