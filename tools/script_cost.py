@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Redis instructions per message of rmq's Lua scripts, counted by callgrind.
+
+Wall-clock figures on the development VM move by a third from one hour to the next; an
+instruction count does not. This runs a private redis-server under
+`valgrind --tool=callgrind`, loads produce.lua, fetch.lua and ack.lua (each with the
+lib.lua definitions it names, as `scripts::assemble` in rmq-runtime/src/scripts.rs builds
+them; keep the two in step), drives one fixed sequence of calls through a raw socket, and
+prints the instructions inside EVALSHA (`evalGenericCommand`, inclusive) per message.
+
+    tools/script_cost.py [--rev REV] [--phase idle|cycle|drain] [--n N] [--payload BYTES]
+
+  --rev      take the scripts from this git revision (default: the working tree)
+  --phase    idle:  N fetches of an empty topic by a parked consumer (the idle poll)
+             cycle: N messages on the latency path: a stamped single send handed to a
+                    parked, subscribed consumer, its ack, the fetch that parks again
+             drain: N rounds of 100: one batch produce, one fetch of 100, one ack of 100
+  --n        calls, messages or rounds (default 300, 300, 30)
+  --payload  payload bytes (default 46: an envelope of 64 bytes, the largest Redis keeps in
+             a listpack hash; 47 and more make the hash a hashtable by themselves)
+
+Needs valgrind, redis-server and python3. Takes about ten seconds a run.
+"""
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LUA = "rmq-runtime/lua/"
+
+
+def source(rev, name):
+    if rev is None:
+        with open(os.path.join(ROOT, LUA, name)) as f:
+            return f.read()
+    return subprocess.run(["git", "-C", ROOT, "show", f"{rev}:{LUA}{name}"],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def assemble(lib, body):
+    """The lib.lua definitions `body` names, directly or through another, then `body`."""
+    items, open_ = [], False
+    for line in lib.split("\n"):
+        if open_:
+            items[-1][1].append(line)
+            open_ = line != "end"
+            continue
+        if not line.startswith("local "):
+            continue
+        rest = line[len("local "):]
+        function = rest.startswith("function ")
+        if function:
+            rest = rest[len("function "):]
+        items.append([re.match(r"[A-Za-z0-9_]*", rest).group(0), [line]])
+        open_ = function
+
+    def mentions(code, name):
+        word = r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])"
+        return any(re.search(word, l.split("--")[0]) for l in code.split("\n"))
+
+    used = [False] * len(items)
+    grew = True
+    while grew:
+        grew = False
+        for i, (name, _) in enumerate(items):
+            if not used[i] and (mentions(body, name) or any(
+                    u and mentions("\n".join(items[j][1]), name) for j, u in enumerate(used))):
+                used[i] = grew = True
+    return "".join("\n".join(code) + "\n" for (_, code), u in zip(items, used) if u) + "\n" + body
+
+
+class Redis:
+    def __init__(self, port):
+        for _ in range(150):
+            try:
+                self.sock = socket.create_connection(("127.0.0.1", port))
+                break
+            except OSError:
+                time.sleep(0.2)
+        self.file = self.sock.makefile("rb")
+
+    @staticmethod
+    def encode(*args):
+        args = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+        return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+    def read(self):
+        line = self.file.readline()
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"-":
+            raise RuntimeError(rest.decode())
+        if kind in b"+:":
+            return rest
+        if kind == b"$":
+            return None if int(rest) < 0 else self.file.read(int(rest) + 2)[:-2]
+        if kind == b"*":
+            return None if int(rest) < 0 else [self.read() for _ in range(int(rest))]
+        raise RuntimeError(f"unexpected reply {line!r}")
+
+    def call(self, *args):
+        self.sock.sendall(self.encode(*args))
+        return self.read()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rev")
+    ap.add_argument("--phase", choices=["idle", "cycle", "drain"], default="cycle")
+    ap.add_argument("--n", type=int)
+    ap.add_argument("--payload", type=int, default=46)
+    args = ap.parse_args()
+    n = args.n or (30 if args.phase == "drain" else 300)
+    lib = source(args.rev, "lib.lua")
+    scripts = {s: assemble(lib, source(args.rev, s + ".lua")) for s in ("produce", "fetch", "ack")}
+
+    out = tempfile.mktemp(prefix="script_cost.", suffix=".callgrind")
+    port = 7490
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
+         "redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        r = Redis(port)
+        sha = {s: r.call("SCRIPT", "LOAD", code).decode() for s, code in scripts.items()}
+        p = "b:{t}:"
+        produce_keys = [p + k for k in ("m", "p0", "p1", "p2", "delayed", "stats", "wake",
+                                        "inflight", "waiting", "paused")]
+        fetch_keys = [p + k for k in ("m", "p0", "p1", "p2", "delayed", "inflight", "attempts",
+                                      "errors", "dead", "stats", "paused", "waiting")]
+        ack_keys = [p + k for k in ("m", "inflight", "errors", "stats", "metrics")]
+        park = "30000|c1"
+        body = b'{"n":' + b"1" * max(1, args.payload - 6) + b"}"
+
+        def fetch(want, member):
+            return r.call("EVALSHA", sha["fetch"], len(fetch_keys), *fetch_keys,
+                          "", want, 30000, 4, "1", 1000, "1", member)
+
+        def stamp():
+            secs, micros = r.call("TIME")
+            return int(secs) * 1000 + int(micros) // 1000
+
+        subscriber = Redis(port)
+        subscriber.sock.sendall(Redis.encode("SUBSCRIBE", p + "wake:c1"))
+        subscriber.read()
+        if args.phase != "drain":
+            fetch(10, park)
+        subprocess.run(["callgrind_control", "--zero", str(server.pid)],
+                       check=True, capture_output=True)
+        messages = n
+        for i in range(n):
+            if args.phase == "idle":
+                fetch(10, park)
+            elif args.phase == "cycle":
+                # now = the stamp, so the script keeps it however slow valgrind makes Redis
+                ms = stamp()
+                envelope = b"1|%d|0|" % ms + body
+                r.call("EVALSHA", sha["produce"], len(produce_keys), *produce_keys, ms, ms,
+                       "1", "1", "1", "0", "0", "m%06d" % i, envelope)
+                pushed = subscriber.read()[2]
+                lease = re.match(rb"(\d+):", pushed)
+                lease = pushed[lease.end():lease.end() + int(lease.group(1))]
+                r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, "", "h3:1 hn:1 hs:20",
+                       lease)
+                fetch(10, park)
+            else:
+                ms = stamp()
+                pairs = []
+                for j in range(100):
+                    pairs += ["mhq1x2abc%06dk%03d" % (i, j), b"1|%d|0|" % ms + body]
+                r.call("EVALSHA", sha["produce"], len(produce_keys), *produce_keys, ms, ms,
+                       "1", "100", "1", "0", "0", *pairs)
+                leases = fetch(100, "")[5::2]
+                assert len(leases) == 100, len(leases)
+                done = r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, "",
+                              "h3:100 hn:100 hs:2000", *leases)
+                assert int(done[0]) == 100, done
+                messages = n * 100
+        subprocess.run(["callgrind_control", "--dump=measured", str(server.pid)],
+                       check=True, capture_output=True)
+        time.sleep(1)
+        r.sock.sendall(Redis.encode("SHUTDOWN", "NOSAVE"))
+        server.wait(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    dump = out + ".1"
+    report = subprocess.run(["callgrind_annotate", "--inclusive=yes", dump],
+                            check=True, capture_output=True, text=True).stdout
+    inside = next(int(l.split()[0].replace(",", "")) for l in report.split("\n")
+                  if "evalGenericCommand" in l)
+    print(f"{args.rev or 'working tree'} {args.phase}, payload {args.payload} B: "
+          f"{inside / messages / 1000:.1f}k instructions per "
+          f"{'call' if args.phase == 'idle' else 'message'} inside EVALSHA ({messages} "
+          f"{'calls' if args.phase == 'idle' else 'messages'})")
+    for f in (out, dump):
+        if os.path.exists(f):
+            os.remove(f)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
