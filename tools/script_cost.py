@@ -25,6 +25,7 @@ Needs valgrind, redis-server and python3. Takes about ten seconds a run.
 import argparse
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -119,7 +120,7 @@ def main():
     lib = source(args.rev, "lib.lua")
     scripts = {s: assemble(lib, source(args.rev, s + ".lua")) for s in ("produce", "fetch", "ack")}
 
-    out = tempfile.mktemp(prefix="script_cost.", suffix=".callgrind")
+    out = os.path.join(tempfile.mkdtemp(prefix="script_cost."), "callgrind.out")
     port = 7490
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
@@ -198,9 +199,7 @@ def main():
           f"{inside / messages / 1000:.1f}k instructions per "
           f"{'call' if args.phase == 'idle' else 'message'} inside EVALSHA ({messages} "
           f"{'calls' if args.phase == 'idle' else 'messages'})")
-    for f in (out, dump):
-        if os.path.exists(f):
-            os.remove(f)
+    shutil.rmtree(os.path.dirname(out), ignore_errors=True)
 
 
 if __name__ == "__main__":
