@@ -186,8 +186,8 @@ impl SendOptions {
             id,
             generated,
             priority: self.priority.unwrap_or(priority),
-            // rounded up: a message never runs before its time (produce.lua rounds the due
-            // time up to whole ms once more, from Redis' µs clock)
+            // rounded up to whole µs: a message never runs before its time (produce.lua adds
+            // it to Redis' µs clock and keeps the µs in the due time)
             delay_us: u64::try_from(delay.as_nanos().div_ceil(1_000)).unwrap_or(u64::MAX),
             ttl_ms: millis(ttl),
             body,
