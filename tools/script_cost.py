@@ -8,16 +8,25 @@ lib.lua definitions it names, as `scripts::assemble` in rmq-runtime/src/scripts.
 them; keep the two in step), drives one fixed sequence of calls through a raw socket, and
 prints the instructions inside EVALSHA (`evalGenericCommand`, inclusive) per message.
 
-    tools/script_cost.py [--rev REV] [--phase idle|cycle|drain] [--n N] [--payload BYTES]
+    tools/script_cost.py [--rev REV] [--phase idle|cycle|drain|burst] [--n N] [--payload BYTES]
+                         [--ttl MS]
 
   --rev      take the scripts from this git revision (default: the working tree)
   --phase    idle:  N fetches of an empty topic by a parked consumer (the idle poll)
              cycle: N messages on the latency path: a stamped single send handed to a
                     parked, subscribed consumer, its ack, the fetch that parks again
              drain: N rounds of 100: one batch produce, one fetch of 100, one ack of 100
-  --n        calls, messages or rounds (default 300, 300, 30)
-  --payload  payload bytes (default 46: an envelope of 64 bytes, the largest Redis keeps in
-             a listpack hash; 47 and more make the hash a hashtable by themselves)
+             burst: N rounds of 200 single sends due at one instant, then (counted alone)
+                    the fetch of 10 that promotes them all and the fetch of the other 190
+  --n        calls, messages or rounds (default 300, 300, 30, 10)
+  --payload  payload bytes (default 32: with the default TTL, an envelope of 64 bytes, the
+             largest Redis keeps in a listpack hash; larger ones make the hash a hashtable by
+             themselves; without a TTL the envelope is 12 bytes shorter)
+  --ttl      the messages' TTL in ms (default 86400000: the runtime's default of 24 h, so
+             every envelope carries an expiry and a fetch reads it); 0 = none
+
+Envelopes are built as the producer writes them: "1|<produced_ms>|<expire_ms>|0|" (priority,
+stamp, expiry or 0, no headers), then the payload.
 
 Needs valgrind, redis-server and python3. Takes about ten seconds a run.
 """
@@ -112,11 +121,12 @@ class Redis:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rev")
-    ap.add_argument("--phase", choices=["idle", "cycle", "drain"], default="cycle")
+    ap.add_argument("--phase", choices=["idle", "cycle", "drain", "burst"], default="cycle")
     ap.add_argument("--n", type=int)
-    ap.add_argument("--payload", type=int, default=46)
+    ap.add_argument("--payload", type=int, default=32)
+    ap.add_argument("--ttl", type=int, default=86_400_000)
     args = ap.parse_args()
-    n = args.n or (30 if args.phase == "drain" else 300)
+    n = args.n or {"drain": 30, "burst": 10}.get(args.phase, 300)
     lib = source(args.rev, "lib.lua")
     scripts = {s: assemble(lib, source(args.rev, s + ".lua")) for s in ("produce", "fetch", "ack")}
 
@@ -138,9 +148,17 @@ def main():
         park = "30000|c1"
         body = b'{"n":' + b"1" * max(1, args.payload - 6) + b"}"
 
-        def fetch(want, member):
+        def fetch(want, member, now=""):
             return r.call("EVALSHA", sha["fetch"], len(fetch_keys), *fetch_keys,
-                          "", want, 30000, 4, "1", 1000, "1", member)
+                          now, want, 30000, 4, "1", 1000, "1", member)
+
+        def envelope(ms, delay_ms=0):
+            expire = ms + delay_ms + args.ttl if args.ttl else 0
+            return b"1|%d|%d|0|" % (ms, expire) + body
+
+        def callgrind(*command):
+            subprocess.run(["callgrind_control", *command, str(server.pid)],
+                           check=True, capture_output=True)
 
         def stamp():
             secs, micros = r.call("TIME")
@@ -149,10 +167,10 @@ def main():
         subscriber = Redis(port)
         subscriber.sock.sendall(Redis.encode("SUBSCRIBE", p + "wake:c1"))
         subscriber.read()
-        if args.phase != "drain":
+        if args.phase in ("idle", "cycle"):
             fetch(10, park)
-        subprocess.run(["callgrind_control", "--zero", str(server.pid)],
-                       check=True, capture_output=True)
+        start = stamp()
+        callgrind("--zero")
         messages = n
         for i in range(n):
             if args.phase == "idle":
@@ -160,44 +178,66 @@ def main():
             elif args.phase == "cycle":
                 # now = the stamp, so the script keeps it however slow valgrind makes Redis
                 ms = stamp()
-                envelope = b"1|%d|0|" % ms + body
                 r.call("EVALSHA", sha["produce"], len(produce_keys), *produce_keys, ms, ms,
-                       "1", "1", "1", "0", "0", "m%06d" % i, envelope)
+                       "1", "1", "1", "0", args.ttl, "m%06d" % i, envelope(ms))
                 pushed = subscriber.read()[2]
                 lease = re.match(rb"(\d+):", pushed)
                 lease = pushed[lease.end():lease.end() + int(lease.group(1))]
                 r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, "", "h3:1 hn:1 hs:20",
                        lease)
                 fetch(10, park)
+            elif args.phase == "burst":
+                # on a clock of the tool's own, 10 s a round: every send is stamped and due
+                # 1 s later, and the fetches run 1 ms after that (a timer's wake-up)
+                ms = start + i * 10_000
+                for j in range(200):
+                    r.call("EVALSHA", sha["produce"], len(produce_keys), *produce_keys, ms, ms,
+                           "1", "1", "1", "1000000", args.ttl, "d%03dk%03d" % (i, j),
+                           envelope(ms, 1000))
+                callgrind("--zero")
+                due = ms + 1001
+                leases = fetch(10, "", due)[5::2] + fetch(1000, "", due)[5::2]
+                callgrind("--dump=burst")
+                assert len(leases) == 200, len(leases)
+                done = r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, due,
+                              "h3:200 hn:200 hs:4000", *leases)
+                assert int(done[0]) == 200, done
+                messages = n * 200
             else:
                 ms = stamp()
                 pairs = []
                 for j in range(100):
-                    pairs += ["mhq1x2abc%06dk%03d" % (i, j), b"1|%d|0|" % ms + body]
+                    pairs += ["mhq1x2abc%06dk%03d" % (i, j), envelope(ms)]
                 r.call("EVALSHA", sha["produce"], len(produce_keys), *produce_keys, ms, ms,
-                       "1", "100", "1", "0", "0", *pairs)
+                       "1", "100", "1", "0", args.ttl, *pairs)
                 leases = fetch(100, "")[5::2]
                 assert len(leases) == 100, len(leases)
                 done = r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, "",
                               "h3:100 hn:100 hs:2000", *leases)
                 assert int(done[0]) == 100, done
                 messages = n * 100
-        subprocess.run(["callgrind_control", "--dump=measured", str(server.pid)],
-                       check=True, capture_output=True)
+        callgrind("--dump=measured")
         time.sleep(1)
         r.sock.sendall(Redis.encode("SHUTDOWN", "NOSAVE"))
         server.wait(timeout=60)
     finally:
         if server.poll() is None:
             server.kill()
-    dump = out + ".1"
-    report = subprocess.run(["callgrind_annotate", "--inclusive=yes", dump],
-                            check=True, capture_output=True, text=True).stdout
-    inside = next(int(l.split()[0].replace(",", "")) for l in report.split("\n")
-                  if "evalGenericCommand" in l)
-    print(f"{args.rev or 'working tree'} {args.phase}, payload {args.payload} B: "
+
+    def inside(dump):
+        report = subprocess.run(["callgrind_annotate", "--inclusive=yes", dump],
+                                check=True, capture_output=True, text=True).stdout
+        return next(int(l.split()[0].replace(",", "")) for l in report.split("\n")
+                    if "evalGenericCommand" in l)
+
+    # burst: the fetches alone, one dump a round; else the one dump of the whole phase
+    dumps = range(1, n + 1) if args.phase == "burst" else [1]
+    inside = sum(inside(f"{out}.{d}") for d in dumps)
+    print(f"{args.rev or 'working tree'} {args.phase}, payload {args.payload} B, "
+          f"TTL {args.ttl} ms: "
           f"{inside / messages / 1000:.1f}k instructions per "
-          f"{'call' if args.phase == 'idle' else 'message'} inside EVALSHA ({messages} "
+          f"{'call' if args.phase == 'idle' else 'message'} inside EVALSHA"
+          f"{' of the fetches' if args.phase == 'burst' else ''} ({messages} "
           f"{'calls' if args.phase == 'idle' else 'messages'})")
     shutil.rmtree(os.path.dirname(out), ignore_errors=True)
 
