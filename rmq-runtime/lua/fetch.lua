@@ -25,7 +25,8 @@
 --    their deadlines: the earliest is next), or to the dead-letter queue with reason
 --    "consumer lost" once its attempts are used up.
 -- 2. Due delayed messages (new or retried) join the BACK of their priority level, keeping
---    the priority they were produced with.
+--    the priority they were produced with. A promotion of SPREAD_AT or more at once, or one
+--    that makes a pending list that deep, makes `m` a hashtable (see SPREAD_AT in lib.lua).
 -- 3. Up to N ids are popped, high before normal before low, FIFO within a level. An id
 --    whose TTL has passed is never delivered: it is counted as expired and deleted (or
 --    dead-lettered with reason "expired" when ARGV[7] and ARGV[5] are both "1"). Each
@@ -108,6 +109,13 @@ if due_exactly(first_due) then
   -- the due ids are the lowest ranks, so removing that many ranks removes exactly them
   local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now_exact, 'LIMIT', '0', '1000')
   redis.call('ZREMRANGEBYRANK', k.delayed, '0', fmt('%d', #due - 1))
+  -- see SPREAD_AT in lib.lua (`m` holds the due messages, so the wide field can go at once)
+  local function spread()
+    local wide = string.rep('~', 257)
+    if redis.call('HSETNX', k.messages, wide, '') == 1 then redis.call('HDEL', k.messages, wide) end
+  end
+  local spread_done = #due >= SPREAD_AT
+  if spread_done then spread() end
   local envelopes = redis.call('HMGET', k.messages, unpack(due))
   local by_level = {}
   for i, id in ipairs(due) do
@@ -119,7 +127,11 @@ if due_exactly(first_due) then
     end
   end
   for level, ids in pairs(by_level) do
-    redis.call('LPUSH', KEYS[2 + level], unpack(ids))
+    local len = redis.call('LPUSH', KEYS[2 + level], unpack(ids))
+    if not spread_done and len >= SPREAD_AT and len - #ids < SPREAD_AT then
+      spread_done = true
+      spread()
+    end
   end
   first_due = redis.call('ZRANGE', k.delayed, '0', '0', 'WITHSCORES')
 end

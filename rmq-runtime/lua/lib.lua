@@ -109,6 +109,24 @@ end
 -- end in |<token>|<attempt>), and it goes with the last lease (unpin_if_idle).
 local LEASE_PIN = '~pin~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~' -- 69 bytes
 
+-- `m` holding small envelopes (64 bytes or less: payloads of up to 32 bytes with the
+-- default 24 h TTL, 44 without one) stays in Redis' listpack encoding until it has 512 of
+-- them, and there every HSETNX, HMGET and HDEL scans the whole list: with 100 such messages
+-- in flight that was a quarter of a drain's Redis instructions, and a burst of 200 due
+-- together took twice the instructions to promote and lease (callgrind). So the hash is
+-- made a hashtable when the queue gets deeper than SPREAD_AT: in produce.lua, a single send
+-- whose LPUSH makes a pending list that long, or a batch call that takes `m` past it
+-- (before it stores anything); in fetch.lua, a promotion of that many due messages (before
+-- it reads them) or one whose LPUSH makes a pending list that long. (A queue that grows
+-- only by single delayed sends is not checked while it waits.) HSETNX of a field longer
+-- than a listpack takes (string.rep('~', 257): longer than any message id) converts the
+-- hash; the field goes again, only if this call added it (HSETNX overwrites nothing), and
+-- never before the call has stored something else (a hash left empty is deleted). Redis
+-- keeps a hash a hashtable until it is deleted, which happens when it empties. (Written
+-- out where used, not a helper here: a helper here is a closure built on every call of
+-- every script that names it.)
+local SPREAD_AT = 32
+
 -- Deletes `inflight` once it holds nothing but the pin.
 local function unpin_if_idle(inflight)
   if redis.call('ZCARD', inflight) == 1 and redis.call('ZSCORE', inflight, LEASE_PIN) then

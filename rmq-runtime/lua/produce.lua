@@ -64,19 +64,6 @@ local ARGV, KEYS, tonumber, unpack = ARGV, KEYS, tonumber, unpack
 
 local STAMP_SLACK = 2
 
--- `m` holding small envelopes (64 bytes or less: payloads of up to about 46 bytes) stays in
--- Redis' listpack encoding until it has 512 of them, and there every HSETNX, HMGET and HDEL
--- scans the whole list: with 100 such messages in flight that was a quarter of a drain's
--- Redis instructions (callgrind). So the hash is made a hashtable when the queue gets
--- deeper than SPREAD_AT: a single send whose LPUSH makes a pending list that long, or a
--- batch call that takes `m` past it (before it stores anything). HSETNX of a field longer
--- than a listpack takes converts the hash; the field is longer than any message id (257
--- bytes), and goes again in the same call (only if this call added it: HSETNX overwrites
--- nothing). Redis keeps a hash a hashtable until it is deleted, which happens when it
--- empties. (A queue that grows only by single delayed sends is not checked: it stays a
--- listpack up to 512.)
-local SPREAD_AT = 32
-
 local now = now_ms(ARGV[1])
 local stamp = tonumber(ARGV[2])
 if ARGV[2] ~= '' and not stamp then
@@ -118,7 +105,7 @@ local function store_one(id, prio, delay, envelope)
     local len = redis.call('LPUSH', KEYS[2 + prio], id)
     if len == 1 then
       redis.call('PUBLISH', KEYS[7], 'p')
-    elseif len == SPREAD_AT then
+    elseif len == SPREAD_AT then -- see SPREAD_AT in lib.lua
       local wide = string.rep('~', 257)
       if redis.call('HSETNX', KEYS[1], wide, '') == 1 then redis.call('HDEL', KEYS[1], wide) end
     end
@@ -311,7 +298,8 @@ local function store(run, b, n)
   end
 end
 
--- see SPREAD_AT: a call that takes `m` past it stores into a hashtable
+-- see SPREAD_AT in lib.lua: a call that takes `m` past it stores into a hashtable (the
+-- wide field goes after the messages are stored: `m` may have been empty)
 local wide = nil
 do
   local before = redis.call('HLEN', k.messages)

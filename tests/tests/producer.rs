@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use rmq_runtime::prelude::*;
-use rmq_runtime::Error;
+use rmq_runtime::{Error, TopicKeys};
 use serde::{Deserialize, Serialize};
 
 #[topic("producer.order")]
@@ -245,6 +245,30 @@ async fn encoding(env: &TestEnv, key: &str) -> String {
         .expect("OBJECT ENCODING")
 }
 
+/// Checks that the normal-priority list holds `n` ids and `m` holds exactly their envelopes
+/// (the field that converts the hash is gone again).
+async fn assert_holds_exactly_the_pending(env: &TestEnv, keys: &TopicKeys, n: usize) {
+    let mut pending: Vec<String> = redis::cmd("LRANGE")
+        .arg(&keys.pending[1])
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut env.redis.clone())
+        .await
+        .unwrap();
+    let mut stored: Vec<String> = redis::cmd("HKEYS")
+        .arg(&keys.messages)
+        .query_async(&mut env.redis.clone())
+        .await
+        .unwrap();
+    pending.sort();
+    stored.sort();
+    assert_eq!(pending.len(), n);
+    assert_eq!(
+        stored, pending,
+        "the hash holds exactly the pending messages"
+    );
+}
+
 /// Small envelopes would keep the hash of a topic's messages a listpack up to 512 of them,
 /// and every store, fetch and ack would scan it whole. Once a pending list reaches 32 (one
 /// send at a time) or a batch takes the hash past 32, it is a hashtable, and it holds the
@@ -273,25 +297,78 @@ async fn a_deep_queue_of_small_messages_keeps_them_in_a_hashtable() {
     assert_eq!(encoding(&env, &batch.messages).await, "hashtable");
 
     for (keys, n) in [(&one, 32), (&batch, 40)] {
-        let pending: Vec<String> = redis::cmd("LRANGE")
-            .arg(&keys.pending[1])
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut env.redis.clone())
-            .await
-            .unwrap();
-        let mut stored: Vec<String> = redis::cmd("HKEYS")
-            .arg(&keys.messages)
-            .query_async(&mut env.redis.clone())
-            .await
-            .unwrap();
-        let mut pending = pending;
-        pending.sort();
-        stored.sort();
-        assert_eq!(pending.len(), n);
-        assert_eq!(
-            stored, pending,
-            "the hash holds exactly the pending messages"
-        );
+        assert_holds_exactly_the_pending(&env, keys, n).await;
     }
+}
+
+#[topic("producer.small_later")]
+#[derive(Debug, Serialize, Deserialize)]
+struct SmallLater {
+    n: u32,
+}
+
+static SMALL_LATER: AtomicUsize = AtomicUsize::new(0);
+
+#[handler]
+async fn small_later(_m: SmallLater) {
+    SMALL_LATER.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Waits until the list `key` holds `n` ids.
+async fn wait_len(env: &TestEnv, key: &str, n: usize) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while env.len(key).await != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{key} never held {n}: {}",
+            env.describe().await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Small delayed messages sent one at a time wait in a listpack `m` (a single delayed send
+/// is not checked). The fetch whose promotion makes a pending list deeper than 32 makes it a
+/// hashtable; one that leaves the list shorter does not. The topic is paused, so the
+/// runtime's fetches promote what falls due but lease nothing, and the lists can be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_delayed_messages_are_promoted_into_a_hashtable_once_the_queue_is_deep() {
+    let env = TestEnv::start("small_later").await;
+    let keys = env.keys(SmallLater::NAME);
+    env.client.pause::<SmallLater>().await.expect("pause");
+    for (n, delay) in (0..40).map(|n| (n, if n < 20 { 300 } else { 900 })) {
+        SmallLater { n }
+            .send()
+            .delay(Duration::from_millis(delay))
+            .via(&env.client)
+            .await
+            .expect("send");
+    }
+    assert_eq!(encoding(&env, &keys.messages).await, "listpack");
+    let handle = spawn_runtime(&env.client, &[SmallLater::NAME], 4).await;
+
+    wait_len(&env, &keys.pending[1], 20).await;
+    assert_eq!(
+        encoding(&env, &keys.messages).await,
+        "listpack",
+        "20 promoted: the list is not yet deeper than 32"
+    );
+    wait_len(&env, &keys.pending[1], 40).await;
+    assert_eq!(encoding(&env, &keys.messages).await, "hashtable");
+    assert_holds_exactly_the_pending(&env, &keys, 40).await;
+
+    env.client.resume::<SmallLater>().await.expect("resume");
+    within("the 40 messages", PATIENCE, async {
+        while SMALL_LATER.load(Ordering::SeqCst) < 40 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    shutdown(handle).await;
+    assert_eq!(
+        SMALL_LATER.load(Ordering::SeqCst),
+        40,
+        "each delivered once"
+    );
+    env.assert_eventually_clean().await;
 }
