@@ -224,7 +224,7 @@ def main():
         if server.poll() is None:
             server.kill()
 
-    def inside(dump):
+    def instructions(dump):
         report = subprocess.run(["callgrind_annotate", "--inclusive=yes", dump],
                                 check=True, capture_output=True, text=True).stdout
         return next(int(l.split()[0].replace(",", "")) for l in report.split("\n")
@@ -232,7 +232,7 @@ def main():
 
     # burst: the fetches alone, one dump a round; else the one dump of the whole phase
     dumps = range(1, n + 1) if args.phase == "burst" else [1]
-    inside = sum(inside(f"{out}.{d}") for d in dumps)
+    inside = sum(instructions(f"{out}.{d}") for d in dumps)
     print(f"{args.rev or 'working tree'} {args.phase}, payload {args.payload} B, "
           f"TTL {args.ttl} ms: "
           f"{inside / messages / 1000:.1f}k instructions per "
