@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::*;
 use futures_util::StreamExt;
 use rmq_runtime::prelude::*;
+use rmq_runtime::TopicKeys;
 use serde::{Deserialize, Serialize};
 
 /// A delivery as a handler saw it.
@@ -372,6 +373,43 @@ fn eval(script: &str, keys: &[&str]) -> redis::Cmd {
     call
 }
 
+/// produce.lua at `clock` (ms) storing one message `id` as a bare body (Redis writes its
+/// header), of priority `priority`, due `delay_us` later.
+async fn produce_at(
+    redis: &mut redis::aio::MultiplexedConnection,
+    k: &TopicKeys,
+    clock: u64,
+    priority: u8,
+    delay_us: u64,
+    id: &str,
+) {
+    let mut call = eval(PRODUCE, &k.for_produce());
+    call.arg(clock)
+        .arg("")
+        .arg("")
+        .arg(1)
+        .arg(priority)
+        .arg(delay_us)
+        .arg(0)
+        .arg(id)
+        .arg("0|{}");
+    let _: redis::Value = call.query_async(redis).await.expect("produce.lua");
+}
+
+/// fetch.lua at `clock` (ms, as text: it may have a fraction) leasing up to `want`.
+fn fetch_at(k: &TopicKeys, clock: String, want: usize) -> redis::Cmd {
+    let mut call = eval(FETCH, &k.for_fetch());
+    call.arg(clock)
+        .arg(want)
+        .arg(30_000)
+        .arg(3)
+        .arg(1)
+        .arg(100)
+        .arg(0)
+        .arg("");
+    call
+}
+
 /// A delayed message is due at its microsecond, not at the next whole millisecond: the
 /// scripts run here with a clock of our own (`ARGV[1]`, in ms with a fraction, as Redis'
 /// TIME has one), so the test is exact. A message due 0.3 ms after a whole ms is not leased
@@ -384,33 +422,11 @@ async fn a_delay_is_due_at_its_microsecond_not_at_the_next_millisecond() {
     let mut redis = env.redis.clone();
     let t0 = 1_700_000_000_000u64;
 
-    // one message, 300 µs of delay, produced at t0 (a bare body: Redis writes the header)
-    let mut call = eval(PRODUCE, &k.for_produce());
-    call.arg(t0)
-        .arg("")
-        .arg("")
-        .arg(1)
-        .arg(1)
-        .arg(300)
-        .arg(0)
-        .arg("m1")
-        .arg("0|{}");
-    let _: redis::Value = call.query_async(&mut redis).await.expect("produce.lua");
+    // one message, 300 µs of delay, produced at t0
+    produce_at(&mut redis, &k, t0, 1, 300, "m1").await;
 
-    let fetch_at = |clock: String| {
-        let mut call = eval(FETCH, &k.for_fetch());
-        call.arg(clock)
-            .arg(10)
-            .arg(30_000)
-            .arg(3)
-            .arg(1)
-            .arg(100)
-            .arg(0)
-            .arg("");
-        call
-    };
     let leased = |reply: &[redis::Value]| reply.len().saturating_sub(5) / 2;
-    let early: Vec<redis::Value> = fetch_at(format!("{t0}.2"))
+    let early: Vec<redis::Value> = fetch_at(&k, format!("{t0}.2"), 10)
         .query_async(&mut redis)
         .await
         .expect("fetch.lua at t0 + 0.2 ms");
@@ -425,11 +441,43 @@ async fn a_delay_is_due_at_its_microsecond_not_at_the_next_millisecond() {
         Some(&redis::Value::Int((t0 * 1000 + 300) as i64)),
         "next due time (µs) in {early:?}"
     );
-    let due: Vec<redis::Value> = fetch_at(format!("{t0}.5"))
+    let due: Vec<redis::Value> = fetch_at(&k, format!("{t0}.5"), 10)
         .query_async(&mut redis)
         .await
         .expect("fetch.lua at t0 + 0.5 ms");
     assert_eq!(leased(&due), 1, "not leased 0.2 ms after its time: {due:?}");
+}
+
+/// 40 small messages of two priorities fall due together and one fetch promotes them: each
+/// pending list gets 20, short of 32 (lib.lua's SPREAD_AT), so only the size of the
+/// promotion can make `m` a hashtable, and it must, before the 40 envelopes are read (a
+/// listpack is scanned whole for each). Single delayed sends leave it a listpack while they
+/// wait. The scripts run on a clock of our own (`ARGV[1]`), so all 40 are due at once.
+#[tokio::test]
+async fn a_burst_of_small_delayed_messages_is_promoted_into_a_hashtable() {
+    let env = TestEnv::start("delay_small_burst").await;
+    let k = env.keys("delay_small_burst.topic");
+    let mut redis = env.redis.clone();
+    let t0 = 1_700_000_000_000u64;
+    for n in 0..40 {
+        // priority high or low, due 1 s after t0
+        let priority = if n % 2 == 0 { 0 } else { 2 };
+        produce_at(&mut redis, &k, t0, priority, 1_000_000, &format!("m{n}")).await;
+    }
+    assert_eq!(env.encoding(&k.messages).await, "listpack");
+
+    let _: Vec<redis::Value> = fetch_at(&k, (t0 + 1000).to_string(), 0)
+        .query_async(&mut redis)
+        .await
+        .expect("fetch.lua");
+    assert_eq!(env.len(&k.pending[0]).await, 20, "{}", env.describe().await);
+    assert_eq!(env.len(&k.pending[2]).await, 20, "{}", env.describe().await);
+    assert_eq!(env.encoding(&k.messages).await, "hashtable");
+    assert_eq!(
+        env.len(&k.messages).await,
+        40,
+        "nothing but the 40 envelopes"
+    );
 }
 
 /// A batch wakes idle consumers once: 'd' when one of its delayed messages became the

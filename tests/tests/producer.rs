@@ -235,16 +235,6 @@ struct SmallBatch {
 #[handler]
 async fn small_batch(_m: SmallBatch) {}
 
-/// Redis' encoding of a hash: "listpack" (scanned whole on every lookup) or "hashtable".
-async fn encoding(env: &TestEnv, key: &str) -> String {
-    redis::cmd("OBJECT")
-        .arg("ENCODING")
-        .arg(key)
-        .query_async(&mut env.redis.clone())
-        .await
-        .expect("OBJECT ENCODING")
-}
-
 /// Checks that the normal-priority list holds `n` ids and `m` holds exactly their envelopes
 /// (the field that converts the hash is gone again).
 async fn assert_holds_exactly_the_pending(env: &TestEnv, keys: &TopicKeys, n: usize) {
@@ -280,21 +270,21 @@ async fn a_deep_queue_of_small_messages_keeps_them_in_a_hashtable() {
     for n in 0..31 {
         SmallOne { n }.send().via(&env.client).await.expect("send");
     }
-    assert_eq!(encoding(&env, &one.messages).await, "listpack");
+    assert_eq!(env.encoding(&one.messages).await, "listpack");
     SmallOne { n: 31 }
         .send()
         .via(&env.client)
         .await
         .expect("send");
-    assert_eq!(encoding(&env, &one.messages).await, "hashtable");
+    assert_eq!(env.encoding(&one.messages).await, "hashtable");
 
     let batch = env.keys(SmallBatch::NAME);
     let first: Vec<SmallBatch> = (0..20).map(|n| SmallBatch { n }).collect();
     env.client.produce_batch(first).await.expect("batch");
-    assert_eq!(encoding(&env, &batch.messages).await, "listpack");
+    assert_eq!(env.encoding(&batch.messages).await, "listpack");
     let second: Vec<SmallBatch> = (20..40).map(|n| SmallBatch { n }).collect();
     env.client.produce_batch(second).await.expect("batch");
-    assert_eq!(encoding(&env, &batch.messages).await, "hashtable");
+    assert_eq!(env.encoding(&batch.messages).await, "hashtable");
 
     for (keys, n) in [(&one, 32), (&batch, 40)] {
         assert_holds_exactly_the_pending(&env, keys, n).await;
@@ -344,17 +334,17 @@ async fn small_delayed_messages_are_promoted_into_a_hashtable_once_the_queue_is_
             .await
             .expect("send");
     }
-    assert_eq!(encoding(&env, &keys.messages).await, "listpack");
+    assert_eq!(env.encoding(&keys.messages).await, "listpack");
     let handle = spawn_runtime(&env.client, &[SmallLater::NAME], 4).await;
 
     wait_len(&env, &keys.pending[1], 20).await;
     assert_eq!(
-        encoding(&env, &keys.messages).await,
+        env.encoding(&keys.messages).await,
         "listpack",
         "20 promoted: the list is not yet deeper than 32"
     );
     wait_len(&env, &keys.pending[1], 40).await;
-    assert_eq!(encoding(&env, &keys.messages).await, "hashtable");
+    assert_eq!(env.encoding(&keys.messages).await, "hashtable");
     assert_holds_exactly_the_pending(&env, &keys, 40).await;
 
     env.client.resume::<SmallLater>().await.expect("resume");

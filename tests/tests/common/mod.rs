@@ -255,6 +255,17 @@ impl TestEnv {
             .expect("ZCOUNT inflight")
     }
 
+    /// Redis' encoding of `key`, e.g. "listpack" (scanned whole on every lookup) or
+    /// "hashtable".
+    pub async fn encoding(&self, key: &str) -> String {
+        redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg(key)
+            .query_async(&mut self.redis.clone())
+            .await
+            .expect("OBJECT ENCODING")
+    }
+
     /// `ZCARD`/`LLEN`/`HLEN` of `key` (0 when it does not exist).
     pub async fn len(&self, key: &str) -> usize {
         let mut redis = self.redis.clone();
