@@ -326,7 +326,7 @@ async fn small_delayed_messages_are_promoted_into_a_hashtable_once_the_queue_is_
     let env = TestEnv::start("small_later").await;
     let keys = env.keys(SmallLater::NAME);
     env.client.pause::<SmallLater>().await.expect("pause");
-    for (n, delay) in (0..40).map(|n| (n, if n < 20 { 300 } else { 900 })) {
+    for (n, delay) in (0..40).map(|n| (n, if n < 20 { 300 } else { 1500 })) {
         SmallLater { n }
             .send()
             .delay(Duration::from_millis(delay))
