@@ -16,8 +16,9 @@ prints the instructions inside EVALSHA (`evalGenericCommand`, inclusive) per mes
              cycle: N messages on the latency path: a stamped single send handed to a
                     parked, subscribed consumer, its ack, the fetch that parks again
              drain: N rounds of 100: one batch produce, one fetch of 100, one ack of 100
-             burst: N rounds of 200 single sends due at one instant, then (counted alone)
-                    the fetch of 10 that promotes them all and the fetch of the other 190
+             burst: N rounds of 200 single sends due at one instant, then the fetch of 10
+                    that promotes them all and the fetch of the other 190 (the sends and
+                    the fetches counted apart; the acks not at all)
   --n        calls, messages or rounds (default 300, 300, 30, 10)
   --payload  payload bytes (default 32: with the default TTL, an envelope of 64 bytes, the
              largest Redis keeps in a listpack hash; larger ones make the hash a hashtable by
@@ -190,14 +191,15 @@ def main():
                 # on a clock of the tool's own, 10 s a round: every send is stamped and due
                 # 1 s later, and the fetches run 1 ms after that (a timer's wake-up)
                 ms = start + i * 10_000
+                callgrind("--zero")
                 for j in range(200):
                     r.call("EVALSHA", sha["produce"], len(produce_keys), *produce_keys, ms, ms,
                            "1", "1", "1", "1000000", args.ttl, "d%03dk%03d" % (i, j),
                            envelope(ms, 1000))
-                callgrind("--zero")
+                callgrind("--dump=sends")
                 due = ms + 1001
                 leases = fetch(10, "", due)[5::2] + fetch(1000, "", due)[5::2]
-                callgrind("--dump=burst")
+                callgrind("--dump=fetches")
                 assert len(leases) == 200, len(leases)
                 done = r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, due,
                               "h3:200 hn:200 hs:4000", *leases)
@@ -230,15 +232,20 @@ def main():
         return next(int(l.split()[0].replace(",", "")) for l in report.split("\n")
                     if "evalGenericCommand" in l)
 
-    # burst: the fetches alone, one dump a round; else the one dump of the whole phase
-    dumps = range(1, n + 1) if args.phase == "burst" else [1]
-    inside = sum(instructions(f"{out}.{d}") for d in dumps)
-    print(f"{args.rev or 'working tree'} {args.phase}, payload {args.payload} B, "
-          f"TTL {args.ttl} ms: "
-          f"{inside / messages / 1000:.1f}k instructions per "
-          f"{'call' if args.phase == 'idle' else 'message'} inside EVALSHA"
-          f"{' of the fetches' if args.phase == 'burst' else ''} ({messages} "
-          f"{'calls' if args.phase == 'idle' else 'messages'})")
+    what = f"{args.rev or 'working tree'} {args.phase}, payload {args.payload} B, " \
+        f"TTL {args.ttl} ms:"
+    if args.phase == "burst":
+        # two dumps a round: its sends, then its fetches
+        sends = sum(instructions(f"{out}.{d}") for d in range(1, 2 * n, 2))
+        fetches = sum(instructions(f"{out}.{d}") for d in range(2, 2 * n + 1, 2))
+        print(f"{what} {sends / messages / 1000:.1f}k instructions per message inside "
+              f"EVALSHA in the sends, {fetches / messages / 1000:.1f}k in the fetches "
+              f"({messages} messages)")
+    else:
+        inside = instructions(f"{out}.1")
+        print(f"{what} {inside / messages / 1000:.1f}k instructions per "
+              f"{'call' if args.phase == 'idle' else 'message'} inside EVALSHA ({messages} "
+              f"{'calls' if args.phase == 'idle' else 'messages'})")
     shutil.rmtree(os.path.dirname(out), ignore_errors=True)
 
 
