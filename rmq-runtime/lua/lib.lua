@@ -115,10 +115,11 @@ local LEASE_PIN = '~pin~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 -- in flight that was a quarter of a drain's Redis instructions, and a burst of 200 due
 -- together took twice the instructions to promote and lease (callgrind). So the hash is
 -- made a hashtable when the queue gets deeper than SPREAD_AT: in produce.lua, a single send
--- whose LPUSH makes a pending list that long, or a batch call that takes `m` past it
+-- whose LPUSH makes a pending list that long, a single delayed send that finds `m` that
+-- long (it looks when the topic's count of produced messages is a multiple of SPREAD_AT:
+-- a delayed send has no free measure of depth), or a batch call that takes `m` past it
 -- (before it stores anything); in fetch.lua, a promotion of that many due messages (before
--- it reads them) or one whose LPUSH makes a pending list that long. (A queue that grows
--- only by single delayed sends is not checked while it waits.) HSETNX of a field longer
+-- it reads them) or one whose LPUSH makes a pending list that long. HSETNX of a field longer
 -- than a listpack takes (string.rep('~', 257): longer than any message id) converts the
 -- hash; the field goes again, only if this call added it (HSETNX overwrites nothing), and
 -- never before the call has stored something else (a hash left empty is deleted). Redis

@@ -48,7 +48,8 @@
 -- off by its length, which the stamp, delay and TTL fix: the client's headers are trusted.)
 --
 -- Cost: one message takes HSETNX and LPUSH (or ZADD), besides TIME, a look at `waiting`
--- and the `produced` count; with a kept stamp it is stored before the helpers the other
+-- and the `produced` count (and a delayed one, once in SPREAD_AT messages of the topic, a
+-- look at `m`'s encoding); with a kept stamp it is stored before the helpers the other
 -- paths need are even defined (each Lua closure costs Redis 400-1300 instructions a call).
 -- A batch takes a constant number of Redis calls per chunk of up to 1000 messages of a
 -- run -- HMGET for the duplicate check (not with ARGV[3]: it was an eighth of a batch's
@@ -98,6 +99,7 @@ end
 -- False when the id is already stored.
 local function store_one(id, prio, delay, envelope)
   if redis.call('HSETNX', KEYS[1], id, envelope) == 0 then return false end
+  local deep = false -- see SPREAD_AT in lib.lua
   if delay > 0 then
     redis.call('ZADD', KEYS[5], due_after(delay), id)
     wake_if_earliest(KEYS[5], KEYS[7], id)
@@ -105,12 +107,20 @@ local function store_one(id, prio, delay, envelope)
     local len = redis.call('LPUSH', KEYS[2 + prio], id)
     if len == 1 then
       redis.call('PUBLISH', KEYS[7], 'p')
-    elseif len == SPREAD_AT then -- see SPREAD_AT in lib.lua
-      local wide = string.rep('~', 257)
-      if redis.call('HSETNX', KEYS[1], wide, '') == 1 then redis.call('HDEL', KEYS[1], wide) end
     end
+    deep = len == SPREAD_AT
   end
-  redis.call('HINCRBY', KEYS[6], 'produced', '1') -- text: a number costs a sprintf
+  local produced = redis.call('HINCRBY', KEYS[6], 'produced', '1') -- text: a number costs a sprintf
+  -- a delayed send has no free measure of the queue's depth: every SPREAD_AT-th message
+  -- produced to the topic, if it is a delayed one, looks
+  if delay > 0 and produced % SPREAD_AT == 0 then
+    deep = redis.call('OBJECT', 'ENCODING', KEYS[1]) == 'listpack'
+      and redis.call('HLEN', KEYS[1]) >= SPREAD_AT
+  end
+  if deep then
+    local wide = string.rep('~', 257)
+    if redis.call('HSETNX', KEYS[1], wide, '') == 1 then redis.call('HDEL', KEYS[1], wide) end
+  end
   return true
 end
 

@@ -448,24 +448,35 @@ async fn a_delay_is_due_at_its_microsecond_not_at_the_next_millisecond() {
     assert_eq!(leased(&due), 1, "not leased 0.2 ms after its time: {due:?}");
 }
 
-/// 40 small messages of two priorities fall due together and one fetch promotes them: each
-/// pending list gets 20, short of 32 (lib.lua's SPREAD_AT), so only the size of the
-/// promotion can make `m` a hashtable, and it must, before the 40 envelopes are read (a
-/// listpack is scanned whole for each). Single delayed sends leave it a listpack while they
-/// wait. The scripts run on a clock of our own (`ARGV[1]`), so all 40 are due at once.
+/// `m` of small envelopes (a listpack, scanned whole on every lookup) becomes a hashtable
+/// when a fetch promotes 32 or more due messages at once (lib.lua's SPREAD_AT), before it
+/// reads them, or when its promotion makes a pending list that deep; not when it does
+/// neither. The scripts run on a clock of our own (`ARGV[1]`), so the messages of a group
+/// fall due together. produce.lua looks at the depth itself when the topic's count of
+/// produced messages is a multiple of 32; the count starts at 1 here, so its one look falls
+/// on 31 stored messages, and only the fetches can convert.
 #[tokio::test]
-async fn a_burst_of_small_delayed_messages_is_promoted_into_a_hashtable() {
+async fn small_delayed_messages_are_promoted_into_a_hashtable_once_the_queue_is_deep() {
     let env = TestEnv::start("delay_small_burst").await;
-    let k = env.keys("delay_small_burst.topic");
     let mut redis = env.redis.clone();
     let t0 = 1_700_000_000_000u64;
+    let count_from_one = |k: &TopicKeys| {
+        redis::cmd("HSET")
+            .arg(&k.stats)
+            .arg("produced")
+            .arg(1)
+            .to_owned()
+    };
+
+    // 40 due together, high and low priority: each list gets 20, so only the size of the
+    // promotion can convert
+    let k = env.keys("delay_small_burst.at_once");
+    let _: () = count_from_one(&k).query_async(&mut redis).await.unwrap();
     for n in 0..40 {
-        // priority high or low, due 1 s after t0
         let priority = if n % 2 == 0 { 0 } else { 2 };
         produce_at(&mut redis, &k, t0, priority, 1_000_000, &format!("m{n}")).await;
     }
     assert_eq!(env.encoding(&k.messages).await, "listpack");
-
     let _: Vec<redis::Value> = fetch_at(&k, (t0 + 1000).to_string(), 0)
         .query_async(&mut redis)
         .await
@@ -473,6 +484,37 @@ async fn a_burst_of_small_delayed_messages_is_promoted_into_a_hashtable() {
     assert_eq!(env.len(&k.pending[0]).await, 20, "{}", env.describe().await);
     assert_eq!(env.len(&k.pending[2]).await, 20, "{}", env.describe().await);
     assert_eq!(env.encoding(&k.messages).await, "hashtable");
+    assert_eq!(
+        env.len(&k.messages).await,
+        40,
+        "nothing but the 40 envelopes"
+    );
+
+    // 20 due at t0 + 1 s, 20 at t0 + 2 s, all normal priority: the second promotion takes
+    // the list past 32
+    let k = env.keys("delay_small_burst.in_turn");
+    let _: () = count_from_one(&k).query_async(&mut redis).await.unwrap();
+    for n in 0..40 {
+        let delay_us = if n < 20 { 1_000_000 } else { 2_000_000 };
+        produce_at(&mut redis, &k, t0, 1, delay_us, &format!("m{n}")).await;
+    }
+    for (at, pending, encoding) in [(1000, 20, "listpack"), (2000, 40, "hashtable")] {
+        let _: Vec<redis::Value> = fetch_at(&k, (t0 + at).to_string(), 0)
+            .query_async(&mut redis)
+            .await
+            .expect("fetch.lua");
+        assert_eq!(
+            env.len(&k.pending[1]).await,
+            pending,
+            "{}",
+            env.describe().await
+        );
+        assert_eq!(
+            env.encoding(&k.messages).await,
+            encoding,
+            "{pending} pending"
+        );
+    }
     assert_eq!(
         env.len(&k.messages).await,
         40,
