@@ -114,7 +114,8 @@ local function store_one(id, prio, delay, envelope)
   -- a delayed send has no free measure of the queue's depth: every SPREAD_AT-th message
   -- produced to the topic, if it is a delayed one, looks
   if delay > 0 and produced % SPREAD_AT == 0 then
-    deep = redis.call('OBJECT', 'ENCODING', KEYS[1]) == 'listpack'
+    -- (listpack; ziplist before Redis 7)
+    deep = redis.call('OBJECT', 'ENCODING', KEYS[1]) ~= 'hashtable'
       and redis.call('HLEN', KEYS[1]) >= SPREAD_AT
   end
   if deep then
