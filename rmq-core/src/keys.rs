@@ -98,6 +98,22 @@ impl TopicKeys {
         ]
     }
 
+    /// `KEYS` of `batch.lua`.
+    pub fn for_batch(&self) -> [&str; 9] {
+        let [p0, p1, p2] = self.pending_refs();
+        [
+            &self.messages,
+            p0,
+            p1,
+            p2,
+            &self.stats,
+            &self.wake,
+            &self.inflight,
+            &self.waiting,
+            &self.paused,
+        ]
+    }
+
     /// `KEYS` of `fetch.lua`.
     pub fn for_fetch(&self) -> [&str; 12] {
         let [p0, p1, p2] = self.pending_refs();

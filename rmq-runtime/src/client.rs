@@ -198,7 +198,7 @@ impl Client {
         }
     }
 
-    async fn load_scripts(&self) -> RedisResult<()> {
+    pub(crate) async fn load_scripts(&self) -> RedisResult<()> {
         let mut pipe = redis::pipe();
         for script in SCRIPTS.all() {
             pipe.cmd("SCRIPT").arg("LOAD").arg(&script.code).ignore();

@@ -142,6 +142,7 @@ impl Script {
 /// All scripts.
 pub(crate) struct Scripts {
     pub(crate) produce: Script,
+    pub(crate) batch: Script,
     pub(crate) fetch: Script,
     pub(crate) ack: Script,
     pub(crate) fail: Script,
@@ -152,9 +153,10 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
-    pub(crate) fn all(&self) -> [&Script; 8] {
+    pub(crate) fn all(&self) -> [&Script; 9] {
         [
             &self.produce,
+            &self.batch,
             &self.fetch,
             &self.ack,
             &self.fail,
@@ -168,6 +170,7 @@ impl Scripts {
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     produce: Script::new(include_str!("../lua/produce.lua")),
+    batch: Script::new(include_str!("../lua/batch.lua")),
     fetch: Script::new(include_str!("../lua/fetch.lua")),
     ack: Script::new(include_str!("../lua/ack.lua")),
     fail: Script::new(include_str!("../lua/fail.lua")),
@@ -240,11 +243,16 @@ mod tests {
     fn every_script_gets_the_keys_its_header_lists() {
         let k = TopicKeys::new("pre", "t");
         let suffix = |key: &str| key.rsplit(':').next().unwrap_or_default().to_string();
-        let cases: [(&str, &str, Vec<&str>); 8] = [
+        let cases: [(&str, &str, Vec<&str>); 9] = [
             (
                 "produce",
                 include_str!("../lua/produce.lua"),
                 k.for_produce().to_vec(),
+            ),
+            (
+                "batch",
+                include_str!("../lua/batch.lua"),
+                k.for_batch().to_vec(),
             ),
             (
                 "fetch",

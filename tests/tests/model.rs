@@ -148,10 +148,13 @@ pub enum Call {
     /// script keeps stamps from 2 ms before its now up to now, and rewrites the others).
     /// `unseen`: the call says none of its ids was ever produced (produce.lua's ARGV[3],
     /// sent only when that is true, as the client does for its first try).
+    /// `raw`: stored as producer.rs stores a batch that needs no look (unseen, stamped, all
+    /// ready, one priority and TTL): `MULTI`, `HSET`, `LPUSH`, `batch.lua`, `EXEC`.
     Produce {
         items: Vec<NewMsg>,
         stamp: Option<i64>,
         unseen: bool,
+        raw: bool,
     },
     Fetch {
         consumer: usize,
@@ -225,6 +228,7 @@ impl fmt::Display for Call {
                 items,
                 stamp,
                 unseen,
+                raw,
             } => {
                 let items: Vec<String> = items
                     .iter()
@@ -242,6 +246,9 @@ impl fmt::Display for Call {
                 write!(f, "produce [{}]", items.join(", "))?;
                 if *unseen {
                     write!(f, " unseen")?;
+                }
+                if *raw {
+                    write!(f, " raw")?;
                 }
                 match stamp {
                     Some(d) => write!(f, " stamped now{d:+}"),
@@ -606,30 +613,40 @@ fn random_op(rng: &mut Rng, p: &Params) -> Op {
     };
     match rng.below(100) {
         0..=15 => Op::Produce(
-            (0..rng.range(1, 4))
-                .map(|_| Spec {
-                    id: if rng.chance(45) {
-                        IdChoice::Explicit(rng.below(ID_POOL))
-                    } else {
-                        IdChoice::Fresh
-                    },
-                    prio: rng.below(3) as usize,
-                    // whole ms or not: a delay keeps its µs in the due time
-                    delay_us: if rng.chance(65) {
-                        0
-                    } else if rng.chance(50) {
-                        rng.range(1, 2 * p.lease) * 1000
-                    } else {
-                        rng.range(1, 2 * p.lease * 1000)
-                    },
-                    ttl: if rng.chance(60) {
-                        0
-                    } else {
-                        rng.range(1, 3 * p.lease)
-                    },
-                    body: rng.next(),
-                })
-                .collect(),
+            {
+                let mut specs: Vec<Spec> = (0..rng.range(1, 4))
+                    .map(|_| Spec {
+                        id: if rng.chance(45) {
+                            IdChoice::Explicit(rng.below(ID_POOL))
+                        } else {
+                            IdChoice::Fresh
+                        },
+                        prio: rng.below(3) as usize,
+                        // whole ms or not: a delay keeps its µs in the due time
+                        delay_us: if rng.chance(65) {
+                            0
+                        } else if rng.chance(50) {
+                            rng.range(1, 2 * p.lease) * 1000
+                        } else {
+                            rng.range(1, 2 * p.lease * 1000)
+                        },
+                        ttl: if rng.chance(60) {
+                            0
+                        } else {
+                            rng.range(1, 3 * p.lease)
+                        },
+                        body: rng.next(),
+                    })
+                    .collect();
+                // a batch as produce_batch sends it: ready, one priority and TTL
+                if rng.chance(30) {
+                    let (prio, ttl) = (specs[0].prio, specs[0].ttl);
+                    for spec in &mut specs {
+                        (spec.prio, spec.ttl, spec.delay_us) = (prio, ttl, 0);
+                    }
+                }
+                specs
+            },
             // the producer's estimate of Redis' clock: mostly right, sometimes too old or
             // ahead (refused), or not known yet (bare bodies)
             if rng.chance(30) {
@@ -855,10 +872,20 @@ impl Exec {
                 let before = self.produced.len();
                 self.produced.extend(items.iter().map(|m| m.id.clone()));
                 let unseen = *may && self.produced.len() == before + items.len();
+                // half the calls that may be stored raw are (producer.rs does it only from
+                // RAW_MIN messages on, for cost; what it does is the same for any number)
+                let shared = |m: &NewMsg| (m.prio, m.ttl);
+                let raw = unseen
+                    && stamp.is_some()
+                    && items
+                        .iter()
+                        .all(|m| m.delay_us == 0 && shared(m) == shared(&items[0]))
+                    && specs[0].body % 2 == 0;
                 Call::Produce {
                     items,
                     stamp: *stamp,
                     unseen,
+                    raw,
                 }
             }
             Op::Fetch { consumer, n } => Call::Fetch {
@@ -1074,6 +1101,8 @@ struct Coverage {
     duplicates: i64,
     /// Produce calls whose stamped envelopes were kept as sent.
     stamped: i64,
+    /// Produce calls stored raw (`MULTI` and `batch.lua`).
+    raw: i64,
     /// Leases renewed, messages released.
     renewed: i64,
     released: i64,
@@ -1089,7 +1118,8 @@ impl Coverage {
         match call {
             // produce.lua answers its clock, whether it kept the stamp, then the positions of
             // the duplicates; or only its clock, for one message stored with its stamp
-            Call::Produce { .. } => {
+            Call::Produce { raw, .. } => {
+                self.raw += i64::from(*raw);
                 self.duplicates += items.len().saturating_sub(2) as i64;
                 self.stamped += match reply {
                     R::Int(_) => 1,
@@ -1118,6 +1148,7 @@ impl Coverage {
         self.stale += other.stale;
         self.duplicates += other.duplicates;
         self.stamped += other.stamped;
+        self.raw += other.raw;
         self.renewed += other.renewed;
         self.released += other.released;
     }
@@ -1275,16 +1306,21 @@ fn scripts_follow_the_model() {
     }
     eprintln!(
         "model: {cases} cases, {} steps, all checked, in {:.2?} (first seed {base:#x})\n\
-         model: exercised {:?}, duplicates {}, stamps kept {}, renewed {}, released {}, \
-         refused stale {}",
+         model: exercised {:?}, duplicates {}, stamps kept {}, stored raw {}, renewed {}, \
+         released {}, refused stale {}",
         total.steps,
         started.elapsed(),
         total.stats,
         total.duplicates,
         total.stamped,
+        total.raw,
         total.renewed,
         total.released,
         total.stale,
+    );
+    assert!(
+        cases < 100 || total.raw > 0,
+        "no produce call was stored raw: the MULTI path went untested"
     );
 }
 

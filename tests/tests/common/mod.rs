@@ -266,6 +266,21 @@ impl TestEnv {
             .expect("OBJECT ENCODING")
     }
 
+    /// How many times this test's Redis has run `command` (lower case), from `INFO
+    /// commandstats`: the server is the test's own.
+    pub async fn command_calls(&self, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.redis.clone())
+            .await
+            .expect("INFO commandstats");
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |calls| calls.parse().expect("a count of calls"))
+    }
+
     /// `ZCARD`/`LLEN`/`HLEN` of `key` (0 when it does not exist).
     pub async fn len(&self, key: &str) -> usize {
         let mut redis = self.redis.clone();

@@ -12,6 +12,7 @@ use super::sim::{park_member, LISTENING};
 use super::{Call, NewMsg, Params, Sent, Snapshot, DEAD_REASON, R};
 
 const PRODUCE: &str = include_str!("../../../rmq-runtime/lua/produce.lua");
+const BATCH: &str = include_str!("../../../rmq-runtime/lua/batch.lua");
 const FETCH: &str = include_str!("../../../rmq-runtime/lua/fetch.lua");
 const ACK: &str = include_str!("../../../rmq-runtime/lua/ack.lua");
 const FAIL: &str = include_str!("../../../rmq-runtime/lua/fail.lua");
@@ -46,6 +47,7 @@ pub const TOPIC: &str = "t";
 
 struct Shas {
     produce: String,
+    batch: String,
     fetch: String,
     ack: String,
     fail: String,
@@ -119,6 +121,7 @@ impl Real {
         let mut load = |body: &str| load_code(rmq_runtime::__private::lua_script(body));
         let sha = Shas {
             produce: load(PRODUCE),
+            batch: load(BATCH),
             fetch: load(FETCH),
             ack: load(ACK),
             fail: load(FAIL),
@@ -193,28 +196,64 @@ impl Real {
         self.listener = Some(stream);
     }
 
-    fn script(sha: &str, keys: &[&str], args: Vec<String>) -> Option<redis::Cmd> {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(sha).arg(keys.len());
+    fn script(sha: &str, keys: &[&str], args: Vec<String>) -> Vec<redis::Cmd> {
+        vec![Self::command("EVALSHA", sha, keys, args)]
+    }
+
+    fn command(verb: &str, script: &str, keys: &[&str], args: Vec<String>) -> redis::Cmd {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(script).arg(keys.len());
         for key in keys {
             cmd.arg(*key);
         }
         for arg in args {
             cmd.arg(arg);
         }
-        Some(cmd)
+        cmd
     }
 
-    /// The script call `call` makes at `now` (none for a clock move or a crash).
-    fn script_call(&self, call: &Call, p: &Params, now: u64) -> Option<redis::Cmd> {
+    /// The commands `call` sends at `now`: a script call, a `MULTI` block whose `EXEC`
+    /// ends with the script's reply, or nothing (a clock move or a crash).
+    fn script_call(&self, call: &Call, p: &Params, now: u64) -> Vec<redis::Cmd> {
         let k = &self.keys;
         let at = now;
         let now = now.to_string();
         match call {
             Call::Produce {
                 items,
+                stamp: Some(d),
+                raw: true,
+                ..
+            } => {
+                // producer.rs `stored_raw`: the whole envelopes, the ids, then batch.lua
+                let (prio, ttl) = (items[0].prio, items[0].ttl);
+                let stamp = (at as i64 + d) as u64;
+                let expire = if ttl > 0 { stamp + ttl } else { 0 };
+                let mut store = redis::cmd("HSET");
+                store.arg(&k.messages);
+                let mut list = redis::cmd("LPUSH");
+                list.arg(&k.pending[prio]);
+                for m in items {
+                    store
+                        .arg(&m.id)
+                        .arg(format!("{prio}|{stamp}|{expire}|{}", m.body));
+                    list.arg(&m.id);
+                }
+                let args = vec![
+                    now,
+                    stamp.to_string(),
+                    items.len().to_string(),
+                    prio.to_string(),
+                    ttl.to_string(),
+                ];
+                let finish = Self::command("EVALSHA", &self.sha.batch, &k.for_batch(), args);
+                vec![redis::cmd("MULTI"), store, list, finish, redis::cmd("EXEC")]
+            }
+            Call::Produce {
+                items,
                 stamp,
                 unseen,
+                ..
             } => {
                 // runs of messages sharing priority, delay and TTL, as producer.rs sends them;
                 // stamped: whole envelopes
@@ -324,7 +363,7 @@ impl Real {
                 let keys = k.for_purge();
                 Self::script(sha, &keys, args)
             }
-            Call::Crash { .. } | Call::Advance { .. } => None,
+            Call::Crash { .. } | Call::Advance { .. } => Vec::new(),
         }
     }
 
@@ -354,12 +393,12 @@ impl Real {
         ];
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        let mut has_script = Vec::with_capacity(steps.len());
+        let mut sent = Vec::with_capacity(steps.len());
         for (call, now) in steps {
-            let script = self.script_call(call, p, *now);
-            has_script.push(script.is_some());
-            if let Some(script) = script {
-                pipe.add_command(script);
+            let commands = self.script_call(call, p, *now);
+            sent.push(commands.len());
+            for command in commands {
+                pipe.add_command(command);
             }
             pipe.cmd("EVALSHA").arg(&self.sha.dump).arg(all.len());
             for key in all {
@@ -374,16 +413,25 @@ impl Real {
             Err(e) => return vec![Err(format!("pipeline failed: {e}"))],
         };
         let mut replies = replies.into_iter();
-        has_script
-            .into_iter()
-            .map(|script| {
-                let reply = match script {
-                    true => match replies.next() {
-                        Some(Value::ServerError(e)) => return Err(format!("script error: {e:?}")),
-                        Some(value) => normalize(value),
-                        None => return Err("pipeline reply too short".into()),
-                    },
-                    false => R::Nil,
+        sent.into_iter()
+            .map(|commands| {
+                // a MULTI block: OK, QUEUED..., then EXEC's replies, the script's last
+                let last = replies.by_ref().take(commands).last();
+                let reply = match (commands, last) {
+                    (0, _) => Value::Nil,
+                    (_, None) => return Err("pipeline reply too short".into()),
+                    (1, Some(value)) => value,
+                    (_, Some(Value::Array(mut exec))) => {
+                        match exec.iter().find(|v| matches!(v, Value::ServerError(_))) {
+                            Some(error) => return Err(format!("MULTI block error: {error:?}")),
+                            None => exec.pop().unwrap_or(Value::Nil),
+                        }
+                    }
+                    (_, Some(other)) => return Err(format!("EXEC replied {other:?}")),
+                };
+                let reply = match reply {
+                    Value::ServerError(e) => return Err(format!("script error: {e:?}")),
+                    value => normalize(value),
                 };
                 match replies.next() {
                     Some(Value::BulkString(bytes)) => {

@@ -191,7 +191,21 @@ impl Model {
     pub fn apply(&mut self, call: &Call) -> (R, Vec<Lease>) {
         match call {
             // `unseen` only spares Redis a lookup that would find nothing
-            Call::Produce { items, stamp, .. } => (self.produce(items, *stamp), Vec::new()),
+            Call::Produce {
+                items, stamp, raw, ..
+            } => {
+                let reply = self.produce(items, *stamp);
+                // batch.lua answers as produce.lua does for one message: its clock alone when
+                // it kept the stamp, else { clock, 0 } (there are no duplicates)
+                let reply = match reply {
+                    R::List(mut items) if *raw => match items.get(1) {
+                        Some(R::Int(1)) => items.swap_remove(0),
+                        _ => R::List(items),
+                    },
+                    reply => reply,
+                };
+                (reply, Vec::new())
+            }
             Call::Fetch { n, consumer } => {
                 let (reply, leased) = self.fetch(*n);
                 // 4. fewer than asked: parks; else (busy) leaves `waiting`
