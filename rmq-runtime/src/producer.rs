@@ -669,8 +669,8 @@ async fn finish_late(
 
 /// Each chunk's reply from a pipeline's replies, given how many commands each chunk sent:
 /// a script call's own, or for a `MULTI` block the last of `EXEC`'s (`batch.lua`'s), unless
-/// a command in it failed. (A block that Redis refused while queueing gets `EXEC`'s
-/// `EXECABORT`: nothing of it ran.)
+/// a command in it failed. A block that Redis refused while queueing ran nothing, and the
+/// refusal itself (out of memory, say) is reported rather than `EXEC`'s `EXECABORT`.
 fn per_chunk(
     results: Vec<redis::RedisResult<Value>>,
     sizes: &[usize],
@@ -679,7 +679,8 @@ fn per_chunk(
     sizes
         .iter()
         .map(|&size| {
-            let last = results.by_ref().take(size).last().unwrap_or_else(|| {
+            let mut block: Vec<_> = results.by_ref().take(size).collect();
+            let last = block.pop().unwrap_or_else(|| {
                 Err(redis::RedisError::from((
                     redis::ErrorKind::Client,
                     "a reply per command",
@@ -687,6 +688,9 @@ fn per_chunk(
             });
             if size == 1 {
                 return last;
+            }
+            if let Some(refused) = block.into_iter().find(Result::is_err) {
+                return refused;
             }
             match last?.extract_error()? {
                 Value::Array(mut replies) => replies.pop().ok_or_else(|| {

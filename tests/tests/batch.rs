@@ -290,3 +290,54 @@ async fn a_batch_whose_script_redis_lost_is_queued_once_and_finished() {
         .expect("a wake-up");
     assert_eq!(wake.get_payload::<String>().unwrap(), "p");
 }
+
+#[topic("batch_raw_full")]
+#[derive(Debug, Serialize, Deserialize)]
+struct RawFull {
+    n: u32,
+}
+
+#[handler]
+async fn record_raw_full(_msg: RawFull) {}
+
+/// A Redis out of memory (`maxmemory`, `noeviction`) refuses a batch's `MULTI` while
+/// queueing it: the caller gets Redis' own reason, not `EXECABORT`, and nothing of the
+/// batch is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_refuses_the_whole_batch_and_says_why() {
+    let env = TestEnv::start("batch_raw_full").await;
+    let keys = env.keys(RawFull::NAME);
+    Nothing { n: 0 }
+        .send()
+        .via(&env.client)
+        .await
+        .expect("send");
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query_async::<()>(&mut env.redis.clone())
+        .await
+        .expect("CONFIG SET maxmemory");
+    let refused = env
+        .client
+        .produce_batch((0..20).map(|n| RawFull { n }))
+        .await
+        .expect_err("a full Redis stores nothing");
+    let message = refused.to_string();
+    assert!(message.contains("OOM"), "{message}");
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query_async::<()>(&mut env.redis.clone())
+        .await
+        .expect("CONFIG SET maxmemory");
+    assert_eq!(env.len(&keys.messages).await, 0);
+    assert_eq!(env.len(&keys.pending[1]).await, 0);
+    assert_eq!(
+        env.command_calls("exec").await,
+        1,
+        "the batch went by MULTI"
+    );
+}
