@@ -8,8 +8,8 @@ lib.lua definitions it names, as `scripts::assemble` in rmq-runtime/src/scripts.
 them; keep the two in step), drives one fixed sequence of calls through a raw socket, and
 prints the instructions inside EVALSHA (`evalGenericCommand`, inclusive) per message.
 
-    tools/script_cost.py [--rev REV] [--phase idle|cycle|drain|burst] [--n N] [--payload BYTES]
-                         [--ttl MS]
+    tools/script_cost.py [--rev REV] [--phase idle|cycle|drain|burst|batch] [--n N]
+                         [--payload BYTES] [--ttl MS] [--batch N]
 
   --rev      take the scripts from this git revision (default: the working tree)
   --phase    idle:  N fetches of an empty topic by a parked consumer (the idle poll)
@@ -19,7 +19,14 @@ prints the instructions inside EVALSHA (`evalGenericCommand`, inclusive) per mes
              burst: N rounds of 200 single sends due at one instant, then the fetch of 10
                     that promotes them all and the fetch of the other 190 (the sends and
                     the fetches counted apart; the acks not at all)
-  --n        calls, messages or rounds (default 300, 300, 30, 10)
+             batch: N rounds of one batch call of --batch ready messages, as the producer
+                    stores it after its first call (MULTI: HSET, LPUSH, EVALSHA batch.lua,
+                    EXEC), and one through produce.lua (a first call, a retry, or a batch
+                    with delays or mixed priorities); every command of the call is counted,
+                    its parsing included (inside processInputBuffer), since a MULTI's HSET
+                    and LPUSH run outside any script
+  --n        calls, messages or rounds (default 300, 300, 30, 10, 10)
+  --batch    messages a call in the batch phase (default 100)
   --payload  payload bytes (default 32: with the default TTL, an envelope of 64 bytes, the
              largest Redis keeps in a listpack hash; larger ones make the hash a hashtable by
              themselves; without a TTL the envelope is 12 bytes shorter)
@@ -122,14 +129,17 @@ class Redis:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rev")
-    ap.add_argument("--phase", choices=["idle", "cycle", "drain", "burst"], default="cycle")
+    ap.add_argument("--phase", choices=["idle", "cycle", "drain", "burst", "batch"],
+                    default="cycle")
+    ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--n", type=int)
     ap.add_argument("--payload", type=int, default=32)
     ap.add_argument("--ttl", type=int, default=86_400_000)
     args = ap.parse_args()
-    n = args.n or {"drain": 30, "burst": 10}.get(args.phase, 300)
+    n = args.n or {"drain": 30, "burst": 10, "batch": 10}.get(args.phase, 300)
     lib = source(args.rev, "lib.lua")
-    scripts = {s: assemble(lib, source(args.rev, s + ".lua")) for s in ("produce", "fetch", "ack")}
+    names = ("produce", "fetch", "ack") + (("batch",) if args.phase == "batch" else ())
+    scripts = {s: assemble(lib, source(args.rev, s + ".lua")) for s in names}
 
     out = os.path.join(tempfile.mkdtemp(prefix="script_cost."), "callgrind.out")
     port = 7490
@@ -187,6 +197,29 @@ def main():
                 r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, "", "h3:1 hn:1 hs:20",
                        lease)
                 fetch(10, park)
+            elif args.phase == "batch":
+                # the same batch both ways, each into a topic of its own; now = the stamp
+                ms = stamp()
+                size = args.batch
+                for way, q in (("produce", "b:{t}:"), ("multi", "b:{u}:")):
+                    ids = [b"mhq1x2abc%06dk%04d" % (i, j) for j in range(size)]
+                    pairs = [x for id_ in ids for x in (id_, envelope(ms))]
+                    keys = [q + k for k in ("m", "p0", "p1", "p2", "delayed", "stats", "wake",
+                                            "inflight", "waiting", "paused")]
+                    callgrind("--zero")
+                    if way == "produce":
+                        r.call("EVALSHA", sha["produce"], len(keys), *keys, ms, ms, "1",
+                               size, "1", "0", args.ttl, *pairs)
+                    else:
+                        batch_keys = keys[:4] + keys[5:]
+                        block = [("MULTI",), ("HSET", keys[0], *pairs), ("LPUSH", keys[2], *ids),
+                                 ("EVALSHA", sha["batch"], len(batch_keys), *batch_keys, ms, ms,
+                                  size, "1", args.ttl), ("EXEC",)]
+                        r.sock.sendall(b"".join(Redis.encode(*c) for c in block))
+                        replies = [r.read() for _ in block]
+                        assert replies[-1][2] is not None, replies[-1]
+                    callgrind("--dump=" + way)
+                messages = n * size
             elif args.phase == "burst":
                 # on a clock of the tool's own, 10 s a round: every send is stamped and due
                 # 1 s later, and the fetches run 1 ms after that (a timer's wake-up)
@@ -226,15 +259,23 @@ def main():
         if server.poll() is None:
             server.kill()
 
-    def instructions(dump):
+    def instructions(dump, inside="evalGenericCommand"):
         report = subprocess.run(["callgrind_annotate", "--inclusive=yes", dump],
                                 check=True, capture_output=True, text=True).stdout
         return next(int(l.split()[0].replace(",", "")) for l in report.split("\n")
-                    if "evalGenericCommand" in l)
+                    if inside in l)
 
     what = f"{args.rev or 'working tree'} {args.phase}, payload {args.payload} B, " \
         f"TTL {args.ttl} ms:"
-    if args.phase == "burst":
+    if args.phase == "batch":
+        # two dumps a round: produce.lua's call, then the MULTI
+        both = [sorted(instructions(f"{out}.{d}", "processInputBuffer")
+                       for d in range(first, 2 * n + 1, 2)) for first in (1, 2)]
+        lua, multi = (counts[n // 2] / args.batch / 1000 for counts in both)
+        print(f"{what} {args.batch} messages a call, the median of {n} calls: {lua:.1f}k "
+              f"instructions a message through produce.lua, {multi:.1f}k by MULTI and "
+              f"batch.lua (every command of the call, parsing included)")
+    elif args.phase == "burst":
         # two dumps a round: its sends, then its fetches
         sends = sum(instructions(f"{out}.{d}") for d in range(1, 2 * n, 2))
         fetches = sum(instructions(f"{out}.{d}") for d in range(2, 2 * n + 1, 2))
