@@ -140,6 +140,8 @@ def main():
     lib = source(args.rev, "lib.lua")
     names = ("produce", "fetch", "ack") + (("batch",) if args.phase == "batch" else ())
     scripts = {s: assemble(lib, source(args.rev, s + ".lua")) for s in names}
+    # since ack.lua took the ids beside the leases (older revisions parse them)
+    rev_ack_ids = "then the id of each" in source(args.rev, "ack.lua")
 
     out = os.path.join(tempfile.mkdtemp(prefix="script_cost."), "callgrind.out")
     port = 7490
@@ -171,6 +173,11 @@ def main():
             subprocess.run(["callgrind_control", *command, str(server.pid)],
                            check=True, capture_output=True)
 
+        def acked(leases):
+            # ack.lua's arguments: the leases, then their ids, as the client sends them
+            return list(leases) + [l.rsplit(b"|", 2)[0] for l in leases] if rev_ack_ids \
+                else list(leases)
+
         def stamp():
             secs, micros = r.call("TIME")
             return int(secs) * 1000 + int(micros) // 1000
@@ -195,7 +202,7 @@ def main():
                 lease = re.match(rb"(\d+):", pushed)
                 lease = pushed[lease.end():lease.end() + int(lease.group(1))]
                 r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, "", "h3:1 hn:1 hs:20",
-                       lease)
+                       *acked([lease]))
                 fetch(10, park)
             elif args.phase == "batch":
                 # the same batch both ways, each into a topic of its own; now = the stamp
@@ -235,7 +242,7 @@ def main():
                 callgrind("--dump=fetches")
                 assert len(leases) == 200, len(leases)
                 done = r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, due,
-                              "h3:200 hn:200 hs:4000", *leases)
+                              "h3:200 hn:200 hs:4000", *acked(leases))
                 assert int(done[0]) == 200, done
                 messages = n * 200
             else:
@@ -248,7 +255,7 @@ def main():
                 leases = fetch(100, "")[5::2]
                 assert len(leases) == 100, len(leases)
                 done = r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, "",
-                              "h3:100 hn:100 hs:2000", *leases)
+                              "h3:100 hn:100 hs:2000", *acked(leases))
                 assert int(done[0]) == 100, done
                 messages = n * 100
         callgrind("--dump=measured")

@@ -235,8 +235,12 @@ impl TopicQueue {
         let k = &self.keys;
         let mut call = SCRIPTS.ack.call(&k.for_ack());
         call.arg("").arg(timings);
+        // the leases, then their ids (see ack.lua)
         for s in acks {
             call.arg(&s.lease);
+        }
+        for s in acks {
+            call.arg(s.id.as_str());
         }
         call
     }

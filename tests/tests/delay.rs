@@ -360,19 +360,6 @@ async fn at_times_are_never_early_even_by_a_fraction_of_a_millisecond() {
     env.assert_eventually_clean().await;
 }
 
-const PRODUCE: &str = include_str!("../../rmq-runtime/lua/produce.lua");
-const FETCH: &str = include_str!("../../rmq-runtime/lua/fetch.lua");
-
-/// An `EVAL` of `script` (a file of `rmq-runtime/lua/`, with the `lib.lua` helpers it names)
-/// on `keys`; the arguments follow.
-fn eval(script: &str, keys: &[&str]) -> redis::Cmd {
-    let mut call = redis::cmd("EVAL");
-    call.arg(rmq_runtime::__private::lua_script(script))
-        .arg(keys.len())
-        .arg(keys);
-    call
-}
-
 /// produce.lua at `clock` (ms) storing one message `id` as a bare body (Redis writes its
 /// header), of priority `priority`, due `delay_us` later.
 async fn produce_at(
@@ -383,7 +370,7 @@ async fn produce_at(
     delay_us: u64,
     id: &str,
 ) {
-    let mut call = eval(PRODUCE, &k.for_produce());
+    let mut call = eval(PRODUCE_LUA, &k.for_produce());
     call.arg(clock)
         .arg("")
         .arg("")
@@ -394,20 +381,6 @@ async fn produce_at(
         .arg(id)
         .arg("0|{}");
     let _: redis::Value = call.query_async(redis).await.expect("produce.lua");
-}
-
-/// fetch.lua at `clock` (ms, as text: it may have a fraction) leasing up to `want`.
-fn fetch_at(k: &TopicKeys, clock: String, want: usize) -> redis::Cmd {
-    let mut call = eval(FETCH, &k.for_fetch());
-    call.arg(clock)
-        .arg(want)
-        .arg(30_000)
-        .arg(3)
-        .arg(1)
-        .arg(100)
-        .arg(0)
-        .arg("");
-    call
 }
 
 /// A delayed message is due at its microsecond, not at the next whole millisecond: the
@@ -543,7 +516,7 @@ async fn a_batch_wakes_consumers_when_it_brings_the_earliest_due_time_or_the_fir
         // two messages of a run sharing the delay (µs); bare bodies: Redis writes the header
         // whole envelopes stamped with the script's clock (kept as sent, the usual case)
         let batch = |first: usize, delay_us: u64| {
-            let mut call = eval(PRODUCE, &k.for_produce());
+            let mut call = eval(PRODUCE_LUA, &k.for_produce());
             call.arg(t0).arg(t0).arg(unseen);
             call.arg(2).arg(1).arg(delay_us).arg(0);
             for i in first..first + 2 {

@@ -221,3 +221,52 @@ async fn an_id_with_bars_and_digits_is_completed_whole() {
     assert_eq!(stored, ["a", "q"], "{}", env.describe().await);
     assert_eq!(env.len(&keys.delayed).await, 2);
 }
+
+/// ack.lua takes each lease's id beside it, as the client read it. An id that does not
+/// begin its lease completes nothing: it is reported back, and the message keeps its
+/// envelope and its lease; with its own id the same lease completes.
+#[tokio::test]
+async fn an_ack_whose_id_does_not_begin_its_lease_completes_nothing() {
+    let env = TestEnv::start("lease_ack_id").await;
+    let topic = "lease.ack_id";
+    let k = env.keys(topic);
+    let mut redis = env.redis.clone();
+    env.client
+        .send_raw(topic, r#"{"n":1}"#)
+        .await
+        .expect("send");
+    let reply: Vec<redis::Value> = fetch_at(&k, String::new(), 1)
+        .query_async(&mut redis)
+        .await
+        .expect("fetch.lua");
+    let Some(redis::Value::BulkString(lease)) = reply.get(5) else {
+        panic!("no lease in {reply:?}");
+    };
+    let lease = String::from_utf8(lease.clone()).expect("a text lease");
+    let id = lease.rsplitn(3, '|').last().expect("an id").to_string();
+
+    let ack = |id: &str| {
+        let mut call = eval(ACK_LUA, &k.for_ack());
+        call.arg("").arg("").arg(&lease).arg(id);
+        call
+    };
+    for wrong in [&id[..id.len() - 1], "another-id"] {
+        let (done, stale): (i64, String) =
+            ack(wrong).query_async(&mut redis).await.expect("ack.lua");
+        assert_eq!((done, stale.as_str()), (0, wrong));
+        assert_eq!(env.len(&k.messages).await, 1, "the envelope stays");
+        assert_eq!(
+            env.len(&k.inflight).await,
+            2,
+            "the lease (and its pin) stay"
+        );
+    }
+    let (done,): (i64,) = ack(&id).query_async(&mut redis).await.expect("ack.lua");
+    assert_eq!(done, 1);
+    let left = env.message_keys().await;
+    assert!(
+        left.iter()
+            .all(|key| key.ends_with(":stats") || key.ends_with(":metrics")),
+        "{left:?}"
+    );
+}

@@ -351,6 +351,35 @@ pub fn config(server: &RedisServer, prefix: &str) -> Config {
     }
 }
 
+pub const PRODUCE_LUA: &str = include_str!("../../../rmq-runtime/lua/produce.lua");
+pub const FETCH_LUA: &str = include_str!("../../../rmq-runtime/lua/fetch.lua");
+pub const ACK_LUA: &str = include_str!("../../../rmq-runtime/lua/ack.lua");
+
+/// An `EVAL` of `script` (a file of `rmq-runtime/lua/`, with the `lib.lua` helpers it names)
+/// on `keys`; the arguments follow.
+pub fn eval(script: &str, keys: &[&str]) -> redis::Cmd {
+    let mut call = redis::cmd("EVAL");
+    call.arg(rmq_runtime::__private::lua_script(script))
+        .arg(keys.len())
+        .arg(keys);
+    call
+}
+
+/// fetch.lua at `clock` (ms, as text: it may have a fraction; "" = Redis' own) leasing up
+/// to `want`, for a consumer that does not park.
+pub fn fetch_at(k: &TopicKeys, clock: String, want: usize) -> redis::Cmd {
+    let mut call = eval(FETCH_LUA, &k.for_fetch());
+    call.arg(clock)
+        .arg(want)
+        .arg(30_000)
+        .arg(3)
+        .arg(1)
+        .arg(100)
+        .arg(0)
+        .arg("");
+    call
+}
+
 /// Starts a private redis-server or fails the test with the testkit's explanation.
 pub fn start_server(extra_args: &[&str]) -> RedisServer {
     RedisServer::start_with(extra_args).unwrap_or_else(|e| panic!("{e}"))

@@ -306,6 +306,7 @@ impl Real {
             Call::Ack { sent, .. } => {
                 let mut args = vec![now, String::new()];
                 args.extend(sent.iter().map(Sent::member));
+                args.extend(sent.iter().map(|s| s.lease.id.clone()));
                 let sha = &self.sha.ack;
                 let keys = k.for_ack();
                 Self::script(sha, &keys, args)
