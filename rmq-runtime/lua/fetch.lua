@@ -118,8 +118,8 @@ if due_exactly(first_due) then
   if spread_done then spread() end
   local envelopes = redis.call('HMGET', k.messages, unpack(due))
   local by_level = {}
-  for i, id in ipairs(due) do
-    local envelope = envelopes[i]
+  for i = 1, #due do
+    local id, envelope = due[i], envelopes[i]
     if envelope then
       local level = priority_of(envelope)
       local ids = by_level[level]
@@ -151,12 +151,17 @@ for level = 0, 2 do
     local ids = redis.call('RPOP', KEYS[2 + level], fmt('%d', want - leased))
     if not ids then break end
     local envelopes = redis.call('HMGET', k.messages, unpack(ids))
-    local live, live_envelopes, nlive = {}, {}, 0
-    for i, id in ipairs(ids) do
-      local envelope = envelopes[i]
+    -- the popped ids and their envelopes are the live ones until one turns out gone or
+    -- expired; from then on the live ones are copied (numeric loops here: ipairs calls a
+    -- function per element)
+    local live, live_envelopes, nlive = ids, envelopes, 0
+    for i = 1, #ids do
+      local id, envelope = ids[i], envelopes[i]
+      local out = not envelope
       if envelope then
         local expire = expire_of(envelope)
         if expire > 0 and now >= expire then
+          out = true
           expired = expired + 1
           if keep_expired == '1' and k.keep_dead == '1' then
             record_failure(k, id, now, 'expired', 'expired before delivery (TTL ended at ' .. expire .. ')')
@@ -164,10 +169,14 @@ for level = 0, 2 do
           else
             forget(k, id)
           end
-        else
-          nlive = nlive + 1
-          live[nlive], live_envelopes[nlive] = id, envelope
         end
+      end
+      if not out then
+        nlive = nlive + 1
+        if live ~= ids then live[nlive], live_envelopes[nlive] = id, envelope end
+      elseif live == ids then
+        live, live_envelopes = {}, {}
+        for j = 1, nlive do live[j], live_envelopes[j] = ids[j], envelopes[j] end
       end
     end
     if nlive > 0 then
@@ -176,8 +185,8 @@ for level = 0, 2 do
       local first_token = redis.call('HINCRBY', k.stats, 'delivered', fmt('%d', nlive)) - nlive
       if not token then token = fmt('%d', first_token + 1) end
       local members, carried = { '+inf', LEASE_PIN }, {}
-      for i, id in ipairs(live) do
-        local before = previous[i]
+      for i = 1, nlive do
+        local id, before = live[i], previous[i]
         local attempt = '1'
         if before then
           carried[#carried + 1] = id
