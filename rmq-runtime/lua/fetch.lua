@@ -145,6 +145,10 @@ local deadline = fmt('%d', now + lease_ms)
 if want > 0 and redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) == 0 then want = 0 end
 if want > 0 and redis.call('EXISTS', KEYS[11]) == 1 then want = 0 end
 local any_attempts = nil -- does `attempts` have entries? asked once, when first needed
+-- Messages stored together (a batch, or sends within one ms) share the header bytes that
+-- give their expiry: bytes 16-30 are compared as one string with the last ones read, and
+-- read (4,600 instructions, callgrind) only when they differ.
+local read_key, read_expire = nil, 0
 local token = nil -- this call's lease token (text), from the first batch it leases
 for level = 0, 2 do
   while leased < want do
@@ -159,7 +163,12 @@ for level = 0, 2 do
       local id, envelope = ids[i], envelopes[i]
       local out = not envelope
       if envelope then
-        local expire = expire_of(envelope)
+        local key, expire = string.sub(envelope, 16, 30), read_expire
+        if key ~= read_key then
+          local exact
+          expire, exact = expire_of(envelope)
+          read_key, read_expire = exact and key, expire
+        end
         if expire > 0 and now >= expire then
           out = true
           expired = expired + 1

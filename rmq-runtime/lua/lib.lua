@@ -42,12 +42,14 @@ end
 -- (together 0.37 us; this 0.1-0.25 us): a 13-digit produced_ms (years 2001-2286) ends at
 -- byte 15, so "|0|" at bytes 16-18 means no TTL, and an expiry (never before produced_ms,
 -- so 13 digits or more) of 13 digits sits at bytes 17-29, followed by '|' (the default
--- 24 h TTL gives every message one). Anything else takes the pattern.
+-- 24 h TTL gives every message one). Anything else takes the pattern. The second result
+-- is true when bytes 16-30 alone decided (so an envelope with the same bytes there has the
+-- same expiry).
 local function expire_of(envelope)
   local bar, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, d12, d13, bar2 =
     string.byte(envelope, 16, 30)
   if bar == 124 then
-    if d1 == 48 and d2 == 124 then return 0 end
+    if d1 == 48 and d2 == 124 then return 0, true end
     if bar2 == 124
       and d1 >= 48 and d1 <= 57 and d2 >= 48 and d2 <= 57 and d3 >= 48 and d3 <= 57
       and d4 >= 48 and d4 <= 57 and d5 >= 48 and d5 <= 57 and d6 >= 48 and d6 <= 57
@@ -57,7 +59,7 @@ local function expire_of(envelope)
       -- the digits' values: each byte minus 48, i.e. minus 48 * 1111111111111 in all
       return ((((((((((((d1 * 10 + d2) * 10 + d3) * 10 + d4) * 10 + d5) * 10 + d6) * 10
         + d7) * 10 + d8) * 10 + d9) * 10 + d10) * 10 + d11) * 10 + d12) * 10 + d13)
-        - 53333333333328
+        - 53333333333328, true
     end
   end
   return tonumber(string.match(envelope, '^%d|%d+|(%d+)|')) or 0

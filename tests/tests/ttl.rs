@@ -429,3 +429,48 @@ async fn the_config_message_ttl_is_the_default() {
     assert_eq!(env.stat(Plain::NAME, "expired").await, 1);
     assert_eq!(env.stat(LongLived::NAME, "expired").await, 0);
 }
+
+/// `fetch.lua` reads an expiry once for messages whose header bytes 16-30 are the same as
+/// the last ones it read, which is right only where those bytes alone give the expiry (a
+/// 13-digit clock). On a clock of 7 digits (the test's own), two messages with the same body
+/// and different TTLs share those bytes, and each still expires at its own time.
+#[tokio::test]
+async fn each_message_expires_at_its_own_time_whatever_its_header_shares() {
+    let env = TestEnv::start("ttl_shape").await;
+    let k = env.keys("ttl.shape");
+    let mut redis = env.redis.clone();
+    for (id, ttl) in [("a", 100), ("b", 200)] {
+        let mut call = eval(PRODUCE_LUA, &k.for_produce());
+        call.arg(1_000_000)
+            .arg("")
+            .arg("")
+            .arg(1)
+            .arg(1)
+            .arg(0)
+            .arg(ttl)
+            .arg(id)
+            .arg(r#"0|{"n":1}"#);
+        let _: redis::Value = call.query_async(&mut redis).await.expect("produce.lua");
+    }
+    // at 1_000_150, a's TTL (to 1_000_100) has passed and b's (to 1_000_200) has not
+    let reply: Vec<redis::Value> = fetch_at(&k, "1000150".into(), 10)
+        .query_async(&mut redis)
+        .await
+        .expect("fetch.lua");
+    assert_eq!(
+        reply.get(3),
+        Some(&redis::Value::Int(1)),
+        "one expired: {reply:?}"
+    );
+    let leased: Vec<String> = reply
+        .iter()
+        .skip(5)
+        .step_by(2)
+        .map(|v| match v {
+            redis::Value::BulkString(lease) => String::from_utf8_lossy(lease).into_owned(),
+            other => panic!("a lease, not {other:?}"),
+        })
+        .collect();
+    assert_eq!(leased.len(), 1, "{leased:?}");
+    assert!(leased[0].starts_with("b|"), "{leased:?}");
+}
