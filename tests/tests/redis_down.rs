@@ -140,7 +140,7 @@ async fn a_retried_produce_whose_first_try_was_stored_is_stored_once_and_no_dupl
     // writes wait 500 ms: the first try times out at 300 ms, the retry leaves at 400 ms,
     // and at 500 ms Redis runs both, in that order
     let mut raw = env.redis.clone();
-    let calls_before = evalsha_calls(&mut raw).await;
+    let calls_before = env.command_calls("evalsha").await;
     pause_writes(&mut raw, 500).await;
     let sent = env
         .client
@@ -149,7 +149,7 @@ async fn a_retried_produce_whose_first_try_was_stored_is_stored_once_and_no_dupl
         .expect("the retried produce");
     assert_eq!(sent.len(), 3);
     // Redis ran the first try and at least one retry
-    let calls = evalsha_calls(&mut raw).await - calls_before;
+    let calls = env.command_calls("evalsha").await - calls_before;
     assert!(calls >= 2, "{calls} produce calls: no retry");
     let keys = env.keys(Work::NAME);
     assert_eq!(
@@ -162,18 +162,49 @@ async fn a_retried_produce_whose_first_try_was_stored_is_stored_once_and_no_dupl
     assert_eq!(env.stat(Work::NAME, "produced").await, 3);
 
     // one message the same way: stored once, and not reported as a duplicate of itself
-    let calls_before = evalsha_calls(&mut raw).await;
+    let calls_before = env.command_calls("evalsha").await;
     pause_writes(&mut raw, 500).await;
     let sent = env
         .client
         .send(Work { sleep_ms: 3 })
         .await
         .expect("the retried send");
-    let calls = evalsha_calls(&mut raw).await - calls_before;
+    let calls = env.command_calls("evalsha").await - calls_before;
     assert!(calls >= 2, "{calls} produce calls: no retry");
     assert!(!sent.duplicate, "{sent:?}");
     assert_eq!(env.len(&keys.pending[1]).await, 4);
     assert_eq!(env.stat(Work::NAME, "produced").await, 4);
+
+    // a batch now that the client knows Redis' clock goes by MULTI (HSET, LPUSH, batch.lua);
+    // its retry goes through produce.lua, which finds the ids the MULTI stored
+    let (calls_before, multis_before) = (
+        env.command_calls("evalsha").await,
+        env.command_calls("exec").await,
+    );
+    pause_writes(&mut raw, 500).await;
+    let sent = env
+        .client
+        .produce_batch((0..3).map(|i| Work { sleep_ms: i }).collect::<Vec<_>>())
+        .await
+        .expect("the retried batch");
+    assert_eq!(sent.len(), 3);
+    assert_eq!(
+        env.command_calls("exec").await - multis_before,
+        1,
+        "no MULTI"
+    );
+    assert!(
+        env.command_calls("evalsha").await - calls_before >= 2,
+        "no retry"
+    );
+    assert_eq!(
+        env.len(&keys.pending[1]).await,
+        7,
+        "{}",
+        env.describe().await
+    );
+    assert_eq!(env.len(&keys.messages).await, 7);
+    assert_eq!(env.stat(Work::NAME, "produced").await, 7);
 }
 
 /// Redis holds every write command (scripts included) for `ms`, then runs them in order.
@@ -185,17 +216,4 @@ async fn pause_writes(redis: &mut redis::aio::MultiplexedConnection, ms: u64) {
         .query_async(redis)
         .await
         .expect("CLIENT PAUSE");
-}
-
-/// `EVALSHA` calls Redis has run so far (`INFO commandstats`).
-async fn evalsha_calls(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(redis)
-        .await
-        .expect("INFO commandstats");
-    info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().expect("a count"))
 }
