@@ -441,24 +441,12 @@ fn produce_calls(
                     .arg(delay_us)
                     .arg(ttl_ms);
                 // with a stamp, the whole envelope: the run's header, then each body
-                let head = stamp.map(|ms| {
-                    let expire = if ttl_ms > 0 {
-                        ms + delay_us.div_ceil(1000) + ttl_ms
-                    } else {
-                        0
-                    };
-                    header(priority, ms, expire)
-                });
+                let head = stamp
+                    .map(|ms| stamped_header(priority, ms, delay_us, ttl_ms))
+                    .unwrap_or_default();
                 for m in run {
                     call.arg(m.id.as_str());
-                    let mut arg = call.writer_for_next_arg();
-                    let written = match &head {
-                        Some(head) => arg
-                            .write_all(head.as_bytes())
-                            .and_then(|()| arg.write_all(&m.body)),
-                        None => arg.write_all(&m.body),
-                    };
-                    written.expect("a command's arguments are written to memory");
+                    arg_envelope(&mut call, &head, &m.body);
                 }
             }
             vec![call]
@@ -488,8 +476,7 @@ fn stored_raw(
     {
         return None;
     }
-    let expire = if ttl_ms > 0 { stamp + ttl_ms } else { 0 };
-    let head = header(priority, stamp, expire);
+    let head = stamped_header(priority, stamp, 0, ttl_ms);
     let ids: usize = chunk.iter().map(|m| m.id.as_str().len()).sum();
     let bodies: usize = chunk.iter().map(|m| m.body.len()).sum();
     let mut store = redis::Cmd::with_capacity(
@@ -501,10 +488,7 @@ fn stored_raw(
     list.arg("LPUSH").arg(&keys.pending[priority.index()]);
     for m in chunk {
         store.arg(m.id.as_str());
-        let mut arg = store.writer_for_next_arg();
-        arg.write_all(head.as_bytes())
-            .and_then(|()| arg.write_all(&m.body))
-            .expect("a command's arguments are written to memory");
+        arg_envelope(&mut store, &head, &m.body);
         list.arg(m.id.as_str());
     }
     let mut finish = SCRIPTS.batch.call_with_room(&keys.for_batch(), 6, 64);
@@ -514,13 +498,35 @@ fn stored_raw(
         .arg(chunk.len())
         .arg(priority.index())
         .arg(ttl_ms);
-    Some(vec![
-        redis::cmd("MULTI"),
-        store,
-        list,
-        finish,
-        redis::cmd("EXEC"),
-    ])
+    let block = vec![redis::cmd("MULTI"), store, list, finish, redis::cmd("EXEC")];
+    debug_assert_eq!(
+        block[FINISH_AT].args_iter().next(),
+        Some(redis::Arg::Simple(&b"EVALSHA"[..]))
+    );
+    Some(block)
+}
+
+/// Where `batch.lua`'s call sits in a [`stored_raw`] block.
+const FINISH_AT: usize = 3;
+
+/// The header a client writes into the envelopes of a run stamped `ms` (produce.lua's
+/// ARGV[2]): the expiry counts from when the message becomes ready (the delay rounded up to
+/// whole ms), 0 without a TTL.
+fn stamped_header(priority: Priority, ms: u64, delay_us: u64, ttl_ms: u64) -> String {
+    let expire = if ttl_ms > 0 {
+        ms + delay_us.div_ceil(1000) + ttl_ms
+    } else {
+        0
+    };
+    header(priority, ms, expire)
+}
+
+/// Writes `head` then `body` as the next argument of `cmd`, without a copy between.
+fn arg_envelope(cmd: &mut redis::Cmd, head: &str, body: &[u8]) {
+    let mut arg = cmd.writer_for_next_arg();
+    arg.write_all(head.as_bytes())
+        .and_then(|()| arg.write_all(body))
+        .expect("a command's arguments are written to memory");
 }
 
 /// Redis' clock as this process can tell it, so the producer can write whole envelopes
@@ -645,7 +651,7 @@ async fn finish_late(
     for (chunk, &size) in sizes.iter().enumerate() {
         let block: Vec<&redis::Cmd> = commands.by_ref().take(size).collect();
         let lost = matches!(&results[chunk], Err(e) if e.code() == Some("NOSCRIPT"));
-        if let (true, Some(finish)) = (lost && size > 1, block.get(3)) {
+        if let (true, Some(finish)) = (lost && size > 1, block.get(FINISH_AT)) {
             let mut finish = (*finish).clone();
             finish.arg("late");
             late.push((chunk, finish));
