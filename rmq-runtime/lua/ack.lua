@@ -21,6 +21,18 @@
 -- and so does a lease sent with an id that does not begin it.
 -- Returns: { completed count, stale id, stale id, ... }
 
+-- One small step of Lua's garbage collector (about 2 KB of its work; the least
+-- `collectgarbage` does), in the consumer's settle call, off the path a new message takes.
+-- Redis itself runs the collector inside every 50th script call, whatever the script
+-- (`lua_gc(LUA_GCSTEP, 50)`, Redis 6.2-7.x), and that step finished a whole cycle when
+-- nothing had stepped since the last one: 2 % of produce calls took 100-250 µs more, and a
+-- message handed to a parked consumer waited for it (SLOWLOG at 500 msg/s: produce.lua
+-- p50 29-46, p98 131-179, p99 175-237 µs). With a step here every settled batch keeps the
+-- cycle under way, and the forced step finds little left: produce.lua p99 82-96 µs. A step
+-- does bounded work whatever else the Redis holds, and no setting of Lua's changes.
+-- (fetch.lua does not step: the idle poll would pay for nothing.)
+collectgarbage('step', 0)
+
 -- the leases are ARGV[3 .. 2 + n], their ids ARGV[3 + n ..]; counters instead of #t (Lua
 -- finds a table's length by binary search)
 local first, n = 3, (#ARGV - 2) / 2

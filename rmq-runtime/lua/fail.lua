@@ -27,6 +27,9 @@
 -- Returns: one code per message: 0 stale lease, 1 retried, 2 dead-lettered, 3 dropped
 -- (also when it would be dead-lettered but dead letters are disabled).
 
+-- a step of Lua's garbage collector in every settle call (see ack.lua)
+collectgarbage('step', 0)
+
 local k = {
   messages = KEYS[1], delayed = KEYS[2], inflight = KEYS[3], attempts = KEYS[4],
   errors = KEYS[5], dead = KEYS[6], stats = KEYS[7], wake = KEYS[8],
