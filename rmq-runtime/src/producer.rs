@@ -601,6 +601,8 @@ impl RedisClock {
 ///
 /// `calls` gives each chunk's commands: one script call, or a `MULTI` block (see
 /// [`stored_raw`]); the result is one reply per chunk.
+///
+/// A call of one script (a `send()`) goes behind a `PING` (see [`lead`]).
 async fn run_with_retries(
     client: &Client,
     calls: impl Fn(bool) -> Vec<Vec<redis::Cmd>>,
@@ -608,22 +610,29 @@ async fn run_with_retries(
     let pipeline = |first_try| {
         let chunks = calls(first_try);
         let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
-        (script_pipeline(chunks.into_iter().flatten()), sizes)
+        let lead = lead(&sizes);
+        // the PING's reply stays in the pipeline's results until they come back, so a
+        // repeat after NOSCRIPT (Client::run_pipeline) finds each call at its own index
+        let pipe = script_pipeline(
+            std::iter::repeat_n(redis::cmd("PING"), lead).chain(chunks.into_iter().flatten()),
+        );
+        (pipe, sizes, lead)
     };
-    let (mut pipe, mut sizes) = pipeline(true);
+    let (mut pipe, mut sizes, mut lead) = pipeline(true);
     let mut first_try = true;
     let mut pause = Duration::from_millis(100);
     let mut retries_left = client.config().produce_retries;
     loop {
         match client.run_pipeline(&pipe).await {
-            Ok(results) => {
+            Ok(mut results) => {
+                results.drain(..lead);
                 let results = per_chunk(results, &sizes);
-                return finish_late(client, &pipe, &sizes, results).await;
+                return finish_late(client, &pipe, lead, &sizes, results).await;
             }
             Err(e) if retries_left > 0 && is_transient(&e) => {
                 tracing::warn!(error = %e, retry_in = ?pause, retries_left, "produce failed; retrying");
                 if first_try {
-                    (pipe, sizes) = pipeline(false);
+                    (pipe, sizes, lead) = pipeline(false);
                     first_try = false;
                 }
                 tokio::time::sleep(pause).await;
@@ -635,6 +644,21 @@ async fn run_with_retries(
     }
 }
 
+/// How many `PING`s go ahead of a produce call's commands (their replies are dropped): one
+/// when the call is a single script call, which may hand its message to a parked consumer.
+/// Redis writes the replies of an event-loop turn in the reverse order of the clients'
+/// first output in it (Redis 6.2-7.x queue them at the head of `clients_pending_write`).
+/// Without the `PING`, the script's `PUBLISH` gave the consumer output first and the
+/// producer's reply came last, so Redis wrote the producer's reply first and the push
+/// waited for that write; a process that produces and consumes (the benchmark, a service
+/// that feeds itself) then also read the producer's reply before the push. With it, the
+/// producer has output first and is written last: the push goes out first. Latency
+/// scenario, alternating: p50 133-167 -> 124-136 µs, p99 284-379 -> 235-311 µs. The `PING`
+/// costs Redis about 2,500 instructions, 2 % of a send.
+fn lead(sizes: &[usize]) -> usize {
+    usize::from(sizes == [1])
+}
+
 /// A `MULTI` block (see [`stored_raw`]) whose `batch.lua` met `NOSCRIPT` (Redis restarted
 /// or flushed its scripts) stored its messages and left them pending but did not finish
 /// them: the scripts are loaded again and `batch.lua` runs on its own, "late" (it then
@@ -643,10 +667,11 @@ async fn run_with_retries(
 async fn finish_late(
     client: &Client,
     pipe: &redis::Pipeline,
+    lead: usize,
     sizes: &[usize],
     mut results: Vec<redis::RedisResult<Value>>,
 ) -> Result<Vec<redis::RedisResult<Value>>, Error> {
-    let mut commands = pipe.cmd_iter();
+    let mut commands = pipe.cmd_iter().skip(lead);
     let mut late = Vec::new();
     for (chunk, &size) in sizes.iter().enumerate() {
         let block: Vec<&redis::Cmd> = commands.by_ref().take(size).collect();

@@ -75,3 +75,49 @@ async fn each_message_of_a_sparse_stream_is_handed_to_the_idle_consumer() {
         "a consumer that stopped leaves `waiting`"
     );
 }
+
+#[topic("push_flushed")]
+#[derive(Debug, Serialize, Deserialize)]
+struct Flushed {
+    n: u32,
+}
+
+static FLUSHED: Mutex<Vec<(u32, u32)>> = Mutex::new(Vec::new());
+
+#[handler]
+async fn handle_flushed(msg: Flushed, ctx: Context) {
+    FLUSHED.lock().unwrap().push((msg.n, ctx.attempt()));
+}
+
+/// A `send()` goes behind a `PING` (so Redis writes the push to the consumer before the
+/// producer's reply); when its script meets `NOSCRIPT` (Redis lost its scripts just
+/// before), the client loads them and repeats the script alone: the send returns its id,
+/// the message is handed to the idle consumer once, and the next send goes the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_script_redis_lost_is_handed_over_once() {
+    let env = TestEnv::start("push_flushed").await;
+    let handle = spawn_runtime(&env.client, &[Flushed::NAME], 4).await;
+    for n in 0..2 {
+        env.wait_parked(Flushed::NAME, 1).await;
+        redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async::<()>(&mut env.redis.clone())
+            .await
+            .expect("SCRIPT FLUSH");
+        let id = env.client.produce(Flushed { n }).await.expect("produce");
+        assert!(!id.as_str().is_empty());
+        wait_for("the message to be handled", || {
+            FLUSHED.lock().unwrap().len() == n as usize + 1
+        })
+        .await;
+    }
+    assert_eq!(env.command_calls("lpush").await, 0, "both were handed over");
+    shutdown(handle).await;
+    assert_eq!(
+        FLUSHED.lock().unwrap().clone(),
+        vec![(0, 1), (1, 1)],
+        "each once, first attempt"
+    );
+    assert_eq!(env.stat(Flushed::NAME, "produced").await, 2);
+    env.assert_eventually_clean().await;
+}
