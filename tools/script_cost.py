@@ -142,6 +142,8 @@ def main():
     scripts = {s: assemble(lib, source(args.rev, s + ".lua")) for s in names}
     # since ack.lua took the ids beside the leases (older revisions parse them)
     rev_ack_ids = "then the id of each" in source(args.rev, "ack.lua")
+    # since produce.lua took a stamped call of one message in a compact form
+    rev_compact = "may come compact" in source(args.rev, "produce.lua")
 
     out = os.path.join(tempfile.mkdtemp(prefix="script_cost."), "callgrind.out")
     port = 7490
@@ -196,8 +198,13 @@ def main():
             elif args.phase == "cycle":
                 # now = the stamp, so the script keeps it however slow valgrind makes Redis
                 ms = stamp()
-                r.call("EVALSHA", sha["produce"], len(produce_keys), *produce_keys, ms, ms,
-                       "1", "1", "1", "0", args.ttl, "m%06d" % i, envelope(ms))
+                if rev_compact:
+                    # as producer.rs sends a stamped send(): id, envelope (compact form)
+                    r.call("EVALSHA", sha["produce"], len(produce_keys), *produce_keys, ms, ms,
+                           "m%06d" % i, envelope(ms))
+                else:
+                    r.call("EVALSHA", sha["produce"], len(produce_keys), *produce_keys, ms, ms,
+                           "1", "1", "1", "0", args.ttl, "m%06d" % i, envelope(ms))
                 pushed = subscriber.read()[2]
                 lease = re.match(rb"(\d+):", pushed)
                 lease = pushed[lease.end():lease.end() + int(lease.group(1))]
@@ -233,9 +240,13 @@ def main():
                 ms = start + i * 10_000
                 callgrind("--zero")
                 for j in range(200):
-                    r.call("EVALSHA", sha["produce"], len(produce_keys), *produce_keys, ms, ms,
-                           "1", "1", "1", "1000000", args.ttl, "d%03dk%03d" % (i, j),
-                           envelope(ms, 1000))
+                    if rev_compact:
+                        r.call("EVALSHA", sha["produce"], len(produce_keys), *produce_keys, ms,
+                               ms, "d%03dk%03d" % (i, j), envelope(ms, 1000), "1000000")
+                    else:
+                        r.call("EVALSHA", sha["produce"], len(produce_keys), *produce_keys, ms,
+                               ms, "1", "1", "1", "1000000", args.ttl, "d%03dk%03d" % (i, j),
+                               envelope(ms, 1000))
                 callgrind("--dump=sends")
                 due = ms + 1001
                 leases = fetch(10, "", due)[5::2] + fetch(1000, "", due)[5::2]

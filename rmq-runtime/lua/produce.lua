@@ -18,6 +18,12 @@
 -- ARGV[4..] runs of messages that share priority, delay and TTL (a batch is usually one):
 --           count, priority (0|1|2), delay_us, ttl_ms (0 = none), then count pairs
 --           id, body (or envelope, see ARGV[2])
+-- A call of one message with a stamp (the usual `send()`) may come compact instead, four or
+-- five arguments: ARGV[1] now, ARGV[2] stamp, ARGV[3] id, ARGV[4] envelope, ARGV[5]
+-- delay_us (absent: 0). The envelope's header gives the priority (its first byte) and, when
+-- the stamp is refused, the TTL (expire_ms - stamp - the delay in whole ms, rounded up).
+-- Redis builds a Lua string and a table slot for every argument, about 1,600 instructions
+-- each with its parsing (callgrind), a tenth of such a call for the five it saves.
 --
 -- The envelope's timestamps come from Redis' clock. A client that knows that clock well
 -- (from the replies below) writes the envelopes itself, which saves Redis building a new
@@ -74,7 +80,8 @@ end
 -- `rewrite` says whether a client's header must come off first
 local stamped = stamp ~= nil and stamp <= now and stamp >= now - STAMP_SLACK
 local rewrite = not stamped and ARGV[2] ~= ''
-local unseen = ARGV[3] == '1'
+local compact = #ARGV == 4 or #ARGV == 5
+local unseen = not compact and ARGV[3] == '1'
 
 -- A delay comes in µs, and its due time keeps Redis' µs: a score in ms with a fraction
 -- (fetch.lua compares it with the µs clock, so the message is never early and is not held
@@ -126,11 +133,20 @@ local function store_one(id, prio, delay, envelope)
 end
 
 -- A call of one message (`send()`), read without tonumber where the usual values allow
--- (a strtod each, about 1000 instructions).
+-- (a strtod each, about 1000 instructions): its id and envelope (or body) are ARGV[one]
+-- and ARGV[one + 1]. The TTL of a compact call is read only if its stamp is refused.
 -- (HSETNX checks for a duplicate as it stores, so ARGV[3] makes no difference here.)
-local single = #ARGV == 9 and ARGV[4] == '1'
-local one_prio, one_delay, one_ttl
-if single then
+local single = compact or (#ARGV == 9 and ARGV[4] == '1')
+local one, one_prio, one_delay, one_ttl = 8, nil, nil, nil
+if compact then
+  one, one_delay = 3, 0
+  local p, bar = string.byte(ARGV[4], 1, 2)
+  one_prio = bar == 124 and p >= 48 and p <= 50 and p - 48
+  if ARGV[5] then one_delay = tonumber(ARGV[5]) end
+  if not (stamp and one_prio and one_delay) then
+    return redis.error_reply('produce.lua: malformed compact call')
+  end
+elseif single then
   local p, delay = ARGV[5], ARGV[6]
   one_prio = (p == '1' and 1) or (p == '0' and 0) or (p == '2' and 2)
   if delay == '0' then one_delay = 0 else one_delay = tonumber(delay) end
@@ -144,7 +160,7 @@ end
 -- came, before the helpers below are even defined, and the reply is one integer, not
 -- { clock_us, 1 } (see the header).
 if single and stamped then
-  if store_one(ARGV[8], one_prio, one_delay, ARGV[9]) then return clock_us end
+  if store_one(ARGV[one], one_prio, one_delay, ARGV[one + 1]) then return clock_us end
   return { clock_us, 1, 1 }
 end
 
@@ -184,8 +200,14 @@ end
 
 -- Without one, Redis writes its header first.
 if single then
-  local envelope = envelope_at(9, rewriting(one_prio, one_delay, one_ttl))
-  if store_one(ARGV[8], one_prio, one_delay, envelope) then return reply({}) end
+  if compact then
+    local expire = tonumber(string.match(ARGV[4], '^%d|%d+|(%d+)|'))
+    if not expire then return redis.error_reply('produce.lua: malformed compact call') end
+    one_ttl = 0
+    if expire > 0 then one_ttl = expire - stamp - math.ceil(one_delay / 1000) end
+  end
+  local envelope = envelope_at(one + 1, rewriting(one_prio, one_delay, one_ttl))
+  if store_one(ARGV[one], one_prio, one_delay, envelope) then return reply({}) end
   return reply({ 1 })
 end
 

@@ -418,6 +418,9 @@ fn produce_calls(
                     return commands;
                 }
             }
+            if let ([m], Some(stamp)) = (chunk, stamp) {
+                return vec![compact_call(keys, stamp, &stamp_arg, m)];
+            }
             // room for the clock and stamp, each message's id and envelope, and a run's four
             // arguments per message (at most)
             let bytes: usize = chunk
@@ -452,6 +455,25 @@ fn produce_calls(
             vec![call]
         })
         .collect()
+}
+
+/// A stamped call of one message (a `send()`) in produce.lua's compact form: the clock,
+/// the stamp, the id, the whole envelope and, for a delayed message, its delay (the
+/// envelope's header carries the priority and TTL). Five arguments fewer than a run's form:
+/// Redis spends about 1,600 instructions on each (see produce.lua's header).
+fn compact_call(keys: &TopicKeys, stamp: u64, stamp_arg: &str, m: &Prepared) -> redis::Cmd {
+    let head = stamped_header(m.priority, stamp, m.delay_us, m.ttl_ms);
+    let mut call = SCRIPTS.produce.call_with_room(
+        &keys.for_produce(),
+        5,
+        32 + m.id.as_str().len() + head.len() + m.body.len(),
+    );
+    call.arg("").arg(stamp_arg).arg(m.id.as_str());
+    arg_envelope(&mut call, &head, &m.body);
+    if m.delay_us > 0 {
+        call.arg(m.delay_us);
+    }
+    call
 }
 
 /// `chunk` stored without passing through Lua, when it may be: [`RAW_MIN`] messages or

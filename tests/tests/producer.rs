@@ -316,3 +316,64 @@ async fn small_delayed_sends_keep_them_in_a_hashtable_once_the_queue_is_deep() {
     assert_eq!(env.encoding(&keys.messages).await, "hashtable");
     assert_holds_exactly(&env, &keys, "ZRANGE", &keys.delayed, 32).await;
 }
+
+/// produce.lua's compact form (a stamped `send()`: clock, stamp, id, envelope, delay). A
+/// stamp Redis refuses (here one from 2001) is rewritten from Redis' clock with the
+/// envelope's own priority, delay and TTL; a call whose envelope has no header is refused
+/// with a clear error, and nothing of it is stored.
+#[tokio::test]
+async fn a_compact_send_keeps_its_header_fields_and_a_malformed_one_stores_nothing() {
+    let env = TestEnv::start("producer_compact").await;
+    let k = env.keys("producer.compact");
+    let mut redis = env.redis.clone();
+    // priority low (2), stamped at 1_000_000_000_000 ms, due 1.5 s later, TTL 60 s: the
+    // client's expiry is the stamp + 1_500 (the delay in whole ms, rounded up) + 60_000
+    let mut call = eval(PRODUCE_LUA, &k.for_produce());
+    call.arg("")
+        .arg(1_000_000_000_000u64)
+        .arg("c1")
+        .arg(r#"2|1000000000000|1000000061500|0|{"n":1}"#)
+        .arg(1_500_000);
+    let reply: Vec<redis::Value> = call.query_async(&mut redis).await.expect("produce.lua");
+    assert_eq!(
+        reply.get(1),
+        Some(&redis::Value::Int(0)),
+        "the stamp is refused: {reply:?}"
+    );
+    let envelope: String = redis::cmd("HGET")
+        .arg(&k.messages)
+        .arg("c1")
+        .query_async(&mut redis)
+        .await
+        .expect("HGET");
+    let fields: Vec<&str> = envelope.splitn(5, '|').collect();
+    let produced: u64 = fields[1].parse().expect("produced_ms");
+    let now = env.redis_now_ms().await;
+    assert!(produced <= now && produced + 5_000 > now, "{envelope}");
+    assert_eq!(fields[0], "2", "priority kept: {envelope}");
+    assert_eq!(
+        fields[2].parse::<u64>().expect("expire_ms"),
+        produced + 1_500 + 60_000,
+        "TTL counted from when it falls due: {envelope}"
+    );
+    assert_eq!(&fields[3..], ["0", r#"{"n":1}"#]);
+    assert_eq!(env.len(&k.delayed).await, 1, "delayed, not ready");
+
+    let mut bad = eval(PRODUCE_LUA, &k.for_produce());
+    bad.arg("")
+        .arg(1_000_000_000_000u64)
+        .arg("c2")
+        .arg(r#"{"n":2}"#);
+    let err = bad
+        .query_async::<redis::Value>(&mut redis)
+        .await
+        .expect_err("an envelope without its header");
+    assert!(err.to_string().contains("malformed compact call"), "{err}");
+    let stored: bool = redis::cmd("HEXISTS")
+        .arg(&k.messages)
+        .arg("c2")
+        .query_async(&mut redis)
+        .await
+        .expect("HEXISTS");
+    assert!(!stored, "nothing of a refused call is stored");
+}

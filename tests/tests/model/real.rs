@@ -251,6 +251,31 @@ impl Real {
             }
             Call::Produce {
                 items,
+                stamp: Some(d),
+                compact: true,
+                ..
+            } => {
+                // one message: clock, stamp, id, envelope, and its delay if it has one
+                let m = &items[0];
+                let stamp = (at as i64 + d) as u64;
+                let expire = if m.ttl > 0 {
+                    stamp + m.delay_us.div_ceil(1000) + m.ttl
+                } else {
+                    0
+                };
+                let mut args = vec![
+                    now,
+                    stamp.to_string(),
+                    m.id.clone(),
+                    format!("{}|{stamp}|{expire}|{}", m.prio, m.body),
+                ];
+                if m.delay_us > 0 {
+                    args.push(m.delay_us.to_string());
+                }
+                Self::script(&self.sha.produce, &k.for_produce(), args)
+            }
+            Call::Produce {
+                items,
                 stamp,
                 unseen,
                 ..
