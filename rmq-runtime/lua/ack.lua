@@ -27,7 +27,7 @@
 -- (`lua_gc(LUA_GCSTEP, 50)`, Redis 6.2-7.x), and that step finished a whole cycle when
 -- nothing had stepped since the last one: 2 % of produce calls took 100-250 µs more, and a
 -- message handed to a parked consumer waited for it (SLOWLOG at 500 msg/s: produce.lua
--- p50 29-46, p98 131-179, p99 175-237 µs). With a step here every settled batch keeps the
+-- p50 29-46, p98 143-179, p99 175-237 µs). With a step here every settled batch keeps the
 -- cycle under way, and the forced step finds little left: produce.lua p99 82-96 µs. A step
 -- does bounded work whatever else the Redis holds, and no setting of Lua's changes.
 -- (fetch.lua does not step: the idle poll would pay for nothing.)
