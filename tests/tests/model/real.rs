@@ -228,15 +228,12 @@ impl Real {
                 // producer.rs `stored_raw`: the whole envelopes, the ids, then batch.lua
                 let (prio, ttl) = (items[0].prio, items[0].ttl);
                 let stamp = (at as i64 + d) as u64;
-                let expire = if ttl > 0 { stamp + ttl } else { 0 };
                 let mut store = redis::cmd("HSET");
                 store.arg(&k.messages);
                 let mut list = redis::cmd("LPUSH");
                 list.arg(&k.pending[prio]);
                 for m in items {
-                    store
-                        .arg(&m.id)
-                        .arg(format!("{prio}|{stamp}|{expire}|{}", m.body));
+                    store.arg(&m.id).arg(envelope(m, stamp));
                     list.arg(&m.id);
                 }
                 let args = vec![
@@ -258,17 +255,7 @@ impl Real {
                 // one message: clock, stamp, id, envelope, and its delay if it has one
                 let m = &items[0];
                 let stamp = (at as i64 + d) as u64;
-                let expire = if m.ttl > 0 {
-                    stamp + m.delay_us.div_ceil(1000) + m.ttl
-                } else {
-                    0
-                };
-                let mut args = vec![
-                    now,
-                    stamp.to_string(),
-                    m.id.clone(),
-                    format!("{}|{stamp}|{expire}|{}", m.prio, m.body),
-                ];
+                let mut args = vec![now, stamp.to_string(), m.id.clone(), envelope(m, stamp)];
                 if m.delay_us > 0 {
                     args.push(m.delay_us.to_string());
                 }
@@ -296,14 +283,7 @@ impl Real {
                     );
                     for m in run {
                         let body = match stamp {
-                            Some(s) => {
-                                let expire = if ttl > 0 {
-                                    s + delay.div_ceil(1000) + ttl
-                                } else {
-                                    0
-                                };
-                                format!("{prio}|{s}|{expire}|{}", m.body)
-                            }
+                            Some(s) => envelope(m, s),
                             None => m.body.clone(),
                         };
                         args.extend([m.id.clone(), body]);
@@ -521,4 +501,16 @@ fn parse_dump(dump: &str) -> Result<Snapshot, String> {
         stats,
         waiting,
     })
+}
+
+/// The whole envelope the producer writes for `m` stamped `stamp` (producer.rs
+/// `stamped_header`): the TTL counts from when the message falls due, its delay in whole ms
+/// rounded up.
+fn envelope(m: &NewMsg, stamp: u64) -> String {
+    let expire = if m.ttl > 0 {
+        stamp + m.delay_us.div_ceil(1000) + m.ttl
+    } else {
+        0
+    };
+    format!("{}|{stamp}|{expire}|{}", m.prio, m.body)
 }
