@@ -24,20 +24,6 @@ async fn handle_sparse(msg: Sparse, ctx: Context) {
     HANDLED.lock().unwrap().push((msg.n, ctx.attempt()));
 }
 
-/// `calls` of `command` in the private server's INFO commandstats.
-async fn calls(env: &TestEnv, command: &str) -> u64 {
-    let mut redis = env.redis.clone();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut redis)
-        .await
-        .expect("INFO commandstats");
-    info.lines()
-        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().expect("a call count"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_message_of_a_sparse_stream_is_handed_to_the_idle_consumer() {
     let env = TestEnv::start("push_sparse").await;
@@ -54,11 +40,11 @@ async fn each_message_of_a_sparse_stream_is_handed_to_the_idle_consumer() {
         .await;
     }
     assert_eq!(
-        calls(&env, "lpush").await,
+        env.command_calls("lpush").await,
         0,
         "a message went through a pending list instead of straight to the idle consumer"
     );
-    assert!(calls(&env, "publish").await >= u64::from(N));
+    assert!(env.command_calls("publish").await >= u64::from(N));
     let handled = HANDLED.lock().unwrap().clone();
     assert_eq!(
         handled,
