@@ -358,13 +358,16 @@ async fn store(
         // call's duplicates in order; or, for one message stored with the stamp, only the
         // clock
         let parsed = match result? {
-            Value::Int(redis_us) => Some((redis_us, true, Vec::new())),
+            Value::Int(redis_us) => Some((Some(redis_us), true, Vec::new())),
             Value::Array(mut reply) => match reply.get(..2) {
                 Some([Value::Int(redis_us), Value::Int(kept)]) => {
-                    Some((*redis_us, *kept == 1, reply.split_off(2)))
+                    Some((Some(*redis_us), *kept == 1, reply.split_off(2)))
                 }
                 _ => None,
             },
+            // a batch that is stored but whose late finish failed (see finish_late): no
+            // clock was read, and its ids were new
+            Value::Nil => Some((None, false, Vec::new())),
             _ => None,
         };
         let Some((redis_us, kept, duplicates)) = parsed else {
@@ -372,9 +375,11 @@ async fn store(
                 "produce.lua did not return its clock".into(),
             ));
         };
-        client
-            .redis_clock()
-            .observe(stamp, redis_us, received, kept);
+        if let Some(redis_us) = redis_us {
+            client
+                .redis_clock()
+                .observe(stamp, redis_us, received, kept);
+        }
         let mut duplicates = duplicates.into_iter().peekable();
         for position in 1..=MESSAGES_PER_CALL.min(prepared.len()) {
             let message = prepared.next().expect("a message per position");
@@ -649,7 +654,7 @@ async fn run_with_retries(
             Ok(mut results) => {
                 results.drain(..lead);
                 let results = per_chunk(results, &sizes);
-                return finish_late(client, &pipe, lead, &sizes, results).await;
+                return Ok(finish_late(client, &pipe, lead, &sizes, results).await);
             }
             Err(e) if retries_left > 0 && is_transient(&e) => {
                 tracing::warn!(error = %e, retry_in = ?pause, retries_left, "produce failed; retrying");
@@ -686,13 +691,19 @@ fn lead(sizes: &[usize]) -> usize {
 /// them: the scripts are loaded again and `batch.lua` runs on its own, "late" (it then
 /// counts the messages and wakes consumers; see its header). Repeating the block would
 /// push the ids twice.
+///
+/// When that fails too (Redis went away again, or refuses `SCRIPT LOAD`), the batch is
+/// still stored and pending, and it is reported so, as a `Nil` reply: an error would tell
+/// the caller to produce it again, and a second `produce_batch` makes new ids, so each
+/// message would run twice. What is lost is logged: the batch is not counted in
+/// `produced`, and idle consumers find it at their next poll, not at once.
 async fn finish_late(
     client: &Client,
     pipe: &redis::Pipeline,
     lead: usize,
     sizes: &[usize],
     mut results: Vec<redis::RedisResult<Value>>,
-) -> Result<Vec<redis::RedisResult<Value>>, Error> {
+) -> Vec<redis::RedisResult<Value>> {
     let mut commands = pipe.cmd_iter().skip(lead);
     let mut late = Vec::new();
     for (chunk, &size) in sizes.iter().enumerate() {
@@ -705,19 +716,29 @@ async fn finish_late(
         }
     }
     if late.is_empty() {
-        return Ok(results);
+        return results;
     }
     tracing::info!("Redis lost rmq's scripts (restart or SCRIPT FLUSH); loading them again");
-    client.load_scripts().await.map_err(|e| client.error(e))?;
     let (chunks, calls): (Vec<usize>, Vec<redis::Cmd>) = late.into_iter().unzip();
-    let finished = client
-        .run_scripts(calls)
-        .await
-        .map_err(|e| client.error(e))?;
+    let finished = match client.load_scripts().await {
+        Ok(()) => client.run_scripts(calls).await,
+        Err(e) => Err(e),
+    };
+    let finished = match finished {
+        Ok(finished) => finished,
+        Err(e) => chunks.iter().map(|_| Err(e.clone())).collect(),
+    };
     for (chunk, result) in chunks.into_iter().zip(finished) {
-        results[chunk] = result;
+        results[chunk] = result.or_else(|e| {
+            tracing::warn!(
+                error = %e,
+                "a batch is stored and pending, but finishing it failed: it is not counted \
+                 as produced, and idle consumers find it at their next poll"
+            );
+            Ok(Value::Nil)
+        });
     }
-    Ok(results)
+    results
 }
 
 /// Each chunk's reply from a pipeline's replies, given how many commands each chunk sent:

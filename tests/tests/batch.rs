@@ -291,6 +291,78 @@ async fn a_batch_whose_script_redis_lost_is_queued_once_and_finished() {
     assert_eq!(wake.get_payload::<String>().unwrap(), "p");
 }
 
+#[topic("batch_raw_unfinished")]
+#[derive(Debug, Serialize, Deserialize)]
+struct RawUnfinished {
+    n: u32,
+}
+
+static UNFINISHED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+#[handler]
+async fn record_raw_unfinished(msg: RawUnfinished) {
+    UNFINISHED.lock().unwrap().push(msg.n);
+}
+
+/// As above, but the client cannot load the scripts again either (here Redis refuses
+/// `SCRIPT`; in life it went away again): the `MULTI` has stored and queued the batch, so
+/// `produce_batch` reports it stored, with the ids it was stored under. An error would
+/// have the caller produce it again, under new ids, and every message would run twice.
+/// Consumers deliver each message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_batch_whose_finish_fails_is_reported_stored_and_runs_once() {
+    let env = TestEnv::start("batch_raw_unfinished").await;
+    let keys = env.keys(RawUnfinished::NAME);
+    let _wakes = knowing_the_clock_watch_wake_ups(&env, &keys).await;
+    let mut redis = env.redis.clone();
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut redis)
+        .await
+        .expect("SCRIPT FLUSH");
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "-script"])
+        .query_async::<()>(&mut redis)
+        .await
+        .expect("ACL SETUSER");
+
+    let ids = env
+        .client
+        .produce_batch((0..20).map(|n| RawUnfinished { n }))
+        .await
+        .expect("a stored batch is reported stored");
+    assert_eq!(
+        env.command_calls("exec").await,
+        1,
+        "the batch went by MULTI"
+    );
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        env.pending_ids(RawUnfinished::NAME).await,
+        ids,
+        "each id queued once, in order"
+    );
+    assert_eq!(env.len(&keys.messages).await, 20);
+
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "+@all"])
+        .query_async::<()>(&mut redis)
+        .await
+        .expect("ACL SETUSER");
+    let handle = spawn_runtime(&env.client, &[RawUnfinished::NAME, Nothing::NAME], 4).await;
+    wait_for("20 deliveries", || UNFINISHED.lock().unwrap().len() >= 20).await;
+    env.assert_eventually_clean().await;
+    tokio::time::sleep(QUIET).await;
+    shutdown(handle).await;
+    let mut delivered = UNFINISHED.lock().unwrap().clone();
+    delivered.sort_unstable();
+    assert_eq!(
+        delivered,
+        (0..20).collect::<Vec<u32>>(),
+        "each message once"
+    );
+}
+
 #[topic("batch_raw_full")]
 #[derive(Debug, Serialize, Deserialize)]
 struct RawFull {
