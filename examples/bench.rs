@@ -1594,19 +1594,35 @@ impl Bench {
         const BLOCKS: u64 = 50;
         let load = loadavg();
         let (mut secs, mut bare_secs, mut store_secs) = (0.0, 0.0, 0.0);
+        // Redis' and this process' CPU seconds in the bare blocks, to set beside the sends'.
+        // Every block, bare or not, follows an INFO reading: a bare block that came straight
+        // after the sends' closing reading ran 20-25% slower than one after a reading of its
+        // own (43.8-49.2k against 58.3-60.4k round trips/s in alternating runs), which made
+        // the bare store script read 105-123% of the round trips instead of 72-77%.
+        let (mut bare_cpu, mut store_cpu) = ((0.0, 0.0), (0.0, 0.0));
+        let cpu = |a: &Snap, b: &Snap| (b.redis_cpu - a.redis_cpu, b.client_cpu - a.client_cpu);
+        let add = |sum: &mut (f64, f64), (redis, client): (f64, f64)| {
+            sum.0 += redis;
+            sum.1 += client;
+        };
         let mut delta: Option<Delta> = None;
         let start = self.snap().await?;
         for block in 0..BLOCKS {
             let (first, end) = (n * block / BLOCKS, n * (block + 1) / BLOCKS);
+            let s0 = self.snap().await?;
             let (back, took) =
                 timed_in_task(bare, first..end, |bare, _| Box::pin(bare.once())).await?;
             bare_secs += took;
+            let s1 = self.snap().await?;
             let (back, took) = timed_in_task((back, store_keys.clone()), first..end, |s, i| {
                 Box::pin(s.0.store(&s.1, i))
             })
             .await?;
             bare = back.0;
             store_secs += took;
+            let s2 = self.snap().await?;
+            add(&mut bare_cpu, cpu(&s0, &s1));
+            add(&mut store_cpu, cpu(&s1, &s2));
             // gone before the next block, so they do not grow beside rmq's messages (the
             // memory figure below is Redis' whole used_memory)
             redis::cmd("DEL")
@@ -1656,10 +1672,17 @@ impl Bench {
             "send().via(&client).await, {producers} producer(s), in {BLOCKS} blocks taking turns \
              with as many bare EVALSHA round trips ({bare_rate:.0}/s, RTT {:.1} µs) and bare \
              store scripts (HSETNX + LPUSH: {:.0}/s, {:.0}% of the round trips); \
-             mem = used_memory/msg / payload B",
+             CPU µs per call, Redis + this process: send {:.1} + {:.1}, bare store {:.1} + \
+             {:.1}, bare round trip {:.1} + {:.1}; mem = used_memory/msg / payload B",
             1e6 / bare_rate,
             n as f64 / store_secs,
             store_share * 100.0,
+            row.delta.redis_cpu * 1e6 / n as f64,
+            row.delta.client_cpu * 1e6 / n as f64,
+            store_cpu.0 * 1e6 / n as f64,
+            store_cpu.1 * 1e6 / n as f64,
+            bare_cpu.0 * 1e6 / n as f64,
+            bare_cpu.1 * 1e6 / n as f64,
         );
         if let Some(raw) = self.raw_round_trip_rate {
             row.notes += &format!("; {:.0}% of evalsha-1-raw", 100.0 * row.rate() / raw);
@@ -1672,6 +1695,16 @@ impl Bench {
             "bare_stores_per_sec".into(),
             json!(round(n as f64 / store_secs, 1)),
         );
+        for (name, (redis, client)) in [("bare_store", store_cpu), ("bare", bare_cpu)] {
+            row.extra.insert(
+                format!("{name}_redis_cpu_us"),
+                json!(round(redis * 1e6 / n as f64, 2)),
+            );
+            row.extra.insert(
+                format!("{name}_client_cpu_us"),
+                json!(round(client * 1e6 / n as f64, 2)),
+            );
+        }
         row.target(
             format!(
                 "≥ 85% of one-client round trips ({bare_rate:.0}/s, taking turns with it): {:.0}% \
