@@ -16,10 +16,17 @@ use crate::error::{redact, Error};
 use crate::producer::RedisClock;
 use crate::producer::SendBuilder;
 use crate::scripts::SCRIPTS;
+use crate::sends::Sends;
 use crate::stats::ProducerCounters;
 
 /// A connection to one rmq deployment (a Redis and a key prefix). Cheap to clone: clones
 /// share one multiplexed connection that reconnects by itself.
+///
+/// Sends through one client that overlap share calls: while a send to a topic is on its
+/// way to Redis, the sends to that topic that other tasks start wait for it, and then go
+/// together in one call, from a task the client spawns, each with its own result. Should
+/// that task be stopped before Redis answers (its tokio runtime shut down), each of its
+/// sends returns [`Error::Interrupted`](crate::Error::Interrupted).
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -31,6 +38,8 @@ struct Inner {
     conn: ConnectionManager,
     producer: ProducerCounters,
     clock: RedisClock,
+    /// The topics with a send on its way, and the sends waiting to go with the next call.
+    sends: Sends,
     /// `keys(topic)` of the topics produced to so far (at most [`CACHED_TOPICS`]).
     topic_keys: RwLock<HashMap<Box<str>, Arc<TopicKeys>>>,
 }
@@ -87,6 +96,7 @@ impl Client {
                 conn,
                 producer: ProducerCounters::default(),
                 clock: RedisClock::default(),
+                sends: Sends::default(),
                 topic_keys: RwLock::default(),
             }),
         };
@@ -179,6 +189,11 @@ impl Client {
     /// Redis' clock as the producer knows it (for the envelopes it writes).
     pub(crate) fn redis_clock(&self) -> &RedisClock {
         &self.inner.clock
+    }
+
+    /// The sends of this client that wait for a call on its way (see sends.rs).
+    pub(crate) fn sends(&self) -> &Sends {
+        &self.inner.sends
     }
 
     /// A handle on the shared multiplexed connection (never used for blocking commands).

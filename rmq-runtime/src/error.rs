@@ -72,6 +72,14 @@ pub enum Error {
         /// Topics that have handlers.
         known: String,
     },
+    /// The send of this message went with others that were sent at the same moment (see
+    /// [`Client`](crate::Client)), and the task carrying them to Redis stopped before Redis
+    /// answered: its tokio runtime shut down.
+    #[error("the send of message {id} was interrupted before Redis answered (the tokio runtime carrying it shut down): it may or may not be stored; send it again with .id(\"{id}\"), which stores it at most once")]
+    Interrupted {
+        /// The message's id.
+        id: String,
+    },
     /// Redis answered something the scripts never return: a version mismatch or a key
     /// written by something else.
     #[error("unexpected reply from Redis: {0}")]
@@ -79,6 +87,31 @@ pub enum Error {
 }
 
 impl Error {
+    /// The same error for another of the sends that shared one call (see sends.rs): the
+    /// variants a produce call returns are copied whole, the rest (never returned there)
+    /// as their text.
+    pub(crate) fn for_another(&self) -> Error {
+        match self {
+            Error::Unreachable { url, source } => Error::Unreachable {
+                url: url.clone(),
+                source: source.clone(),
+            },
+            Error::Auth { url, detail } => Error::Auth {
+                url: url.clone(),
+                detail: detail.clone(),
+            },
+            Error::Disconnected { url, source } => Error::Disconnected {
+                url: url.clone(),
+                source: source.clone(),
+            },
+            Error::Redis(e) => Error::Redis(e.clone()),
+            Error::InvalidOption(text) => Error::InvalidOption(text.clone()),
+            Error::Interrupted { id } => Error::Interrupted { id: id.clone() },
+            Error::Protocol(text) => Error::Protocol(text.clone()),
+            other => Error::Protocol(other.to_string()),
+        }
+    }
+
     /// Classifies a failure to connect: refused credentials become [`Error::Auth`], the rest
     /// [`Error::Unreachable`].
     pub(crate) fn connect(url: &str, source: redis::RedisError) -> Error {

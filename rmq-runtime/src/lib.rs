@@ -40,6 +40,7 @@ mod producer;
 pub mod prometheus;
 mod runtime;
 mod scripts;
+mod sends;
 mod state;
 mod stats;
 mod wake;

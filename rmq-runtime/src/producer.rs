@@ -207,8 +207,8 @@ impl SendOptions {
     }
 }
 
-struct Prepared {
-    id: MessageId,
+pub(crate) struct Prepared {
+    pub(crate) id: MessageId,
     /// The id was made by [`MessageId::generate`] for this message, not given by the caller.
     generated: bool,
     priority: Priority,
@@ -274,9 +274,7 @@ impl IntoFuture for RawSend {
             let prepared = self
                 .options
                 .prepare(&client, body, Priority::Normal, None)?;
-            let mut sent = produce_prepared(&client, &self.topic, vec![prepared]).await?;
-            sent.pop()
-                .ok_or_else(|| Error::Protocol("produce returned no result".into()))
+            crate::sends::send(&client, &self.topic, prepared).await
         })
     }
 }
@@ -302,9 +300,8 @@ impl<T: Topic> IntoFuture for SendBuilder<T> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let client = self.options.client().await?;
-            let mut sent = produce_many(&client, vec![self]).await?;
-            sent.pop()
-                .ok_or_else(|| Error::Protocol("produce returned no result".into()))
+            let prepared = self.prepare(&client)?;
+            crate::sends::send(&client, T::NAME, prepared).await
         })
     }
 }
@@ -326,7 +323,7 @@ pub(crate) async fn produce_many<T: Topic>(
 
 /// Stores prepared messages of `topic` in one round trip.
 /// Every produce path ends here, so this is where the client's producer figures are kept.
-async fn produce_prepared(
+pub(crate) async fn produce_prepared(
     client: &Client,
     topic: &str,
     prepared: Vec<Prepared>,

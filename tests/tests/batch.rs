@@ -384,13 +384,7 @@ async fn a_full_redis_refuses_the_whole_batch_and_says_why() {
         .via(&env.client)
         .await
         .expect("send");
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1")
-        .query_async::<()>(&mut env.redis.clone())
-        .await
-        .expect("CONFIG SET maxmemory");
+    config_set(&mut env.redis.clone(), "maxmemory", "1").await;
     let refused = env
         .client
         .produce_batch((0..20).map(|n| RawFull { n }))
@@ -398,13 +392,7 @@ async fn a_full_redis_refuses_the_whole_batch_and_says_why() {
         .expect_err("a full Redis stores nothing");
     let message = refused.to_string();
     assert!(message.contains("OOM"), "{message}");
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("0")
-        .query_async::<()>(&mut env.redis.clone())
-        .await
-        .expect("CONFIG SET maxmemory");
+    config_set(&mut env.redis.clone(), "maxmemory", "0").await;
     assert_eq!(env.len(&keys.messages).await, 0);
     assert_eq!(env.len(&keys.pending[1]).await, 0);
     assert_eq!(

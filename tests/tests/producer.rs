@@ -5,6 +5,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
@@ -376,4 +377,159 @@ async fn a_compact_send_keeps_its_header_fields_and_a_malformed_one_stores_nothi
         .await
         .expect("HEXISTS");
     assert!(!stored, "nothing of a refused call is stored");
+}
+
+#[topic("producer.many")]
+#[derive(Debug, Serialize, Deserialize)]
+struct Many {
+    n: u32,
+}
+
+/// (n, id) of each delivered `Many`.
+static MANY: Mutex<Vec<(u32, String)>> = Mutex::new(Vec::new());
+
+#[handler(concurrency = 8)]
+async fn many(m: Many, ctx: Context) {
+    MANY.lock().unwrap().push((m.n, ctx.id().to_string()));
+}
+
+/// Sends that tasks start while another send to the topic is on its way go together, in
+/// shared calls, and each keeps its own outcome: its own generated id, or of ten sends with
+/// one explicit id, one stored and nine duplicates. Each message is stored once, in its
+/// priority's list, and delivered once under the id its send returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_at_the_same_time_share_calls_and_each_keeps_its_outcome() {
+    let env = TestEnv::start("producer_many").await;
+    let keys = env.keys(Many::NAME);
+    // Redis holds the first send's call, so the other sends find it on its way
+    pause_writes(&mut env.redis.clone(), 200).await;
+    let sends: Vec<_> = (0..100u32)
+        .map(|n| {
+            let client = env.client.clone();
+            tokio::spawn(async move {
+                let mut send = Many { n }.send().via(&client);
+                if n % 2 == 0 {
+                    send = send.priority(Priority::High);
+                }
+                if n < 10 {
+                    send = send.id("same");
+                }
+                (n, send.await)
+            })
+        })
+        .collect();
+    let (mut stored, mut duplicates) = (Vec::new(), 0);
+    for send in sends {
+        let (n, produced) = within("a send", PATIENCE, send).await.unwrap();
+        let produced = produced.expect("send");
+        if produced.duplicate {
+            assert!(n < 10, "send {n} reported a duplicate");
+            duplicates += 1;
+        } else {
+            stored.push((n, produced.id.to_string()));
+        }
+    }
+    assert_eq!(duplicates, 9);
+    assert_eq!(stored.len(), 91);
+    let calls = env.command_calls("evalsha").await;
+    assert!(calls < 10, "100 sends took {calls} script calls");
+    let high = stored.iter().filter(|(n, _)| n % 2 == 0).count();
+    assert_eq!(env.len(&keys.pending[0]).await, high);
+    assert_eq!(env.len(&keys.pending[1]).await, 91 - high);
+    assert_eq!(env.stat(Many::NAME, "produced").await, 91);
+
+    let handle = spawn_runtime(&env.client, &[Many::NAME], 8).await;
+    wait_for("91 deliveries", || MANY.lock().unwrap().len() >= 91).await;
+    env.assert_eventually_clean().await;
+    tokio::time::sleep(QUIET).await;
+    shutdown(handle).await;
+    let mut delivered = MANY.lock().unwrap().clone();
+    delivered.sort_unstable();
+    stored.sort_unstable();
+    assert_eq!(
+        delivered, stored,
+        "each stored message once, under its send's id"
+    );
+}
+
+#[topic("producer.handed")]
+#[derive(Debug, Serialize, Deserialize)]
+struct Handed {
+    n: u32,
+}
+
+#[handler]
+async fn handed(_m: Handed) {}
+
+/// The send whose call is on its way may be dropped (its task aborted, a timeout around
+/// it): the sends that waited for that call go all the same, each stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_dropped_on_its_way_still_hands_over_the_sends_waiting_for_it() {
+    let env = TestEnv::start("producer_handed").await;
+    pause_writes(&mut env.redis.clone(), 300).await;
+    let client = env.client.clone();
+    let first = tokio::spawn(async move { Handed { n: 0 }.send().via(&client).await });
+    // its call is on its way, held by Redis
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let waiting: Vec<_> = (1..=5u32)
+        .map(|n| {
+            let client = env.client.clone();
+            tokio::spawn(async move { Handed { n }.send().via(&client).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    first.abort();
+    let mut ids = Vec::new();
+    for send in waiting {
+        let produced = within("a waiting send", PATIENCE, send)
+            .await
+            .unwrap()
+            .expect("send");
+        ids.push(produced.id.to_string());
+    }
+    let pending = env.pending_ids(Handed::NAME).await;
+    for id in &ids {
+        assert_eq!(
+            pending.iter().filter(|p| *p == id).count(),
+            1,
+            "{id} in {pending:?}"
+        );
+    }
+    // the dropped send's call had reached Redis, which ran it after the pause
+    assert_eq!(pending.len(), 6, "{pending:?}");
+}
+
+#[topic("producer.refused")]
+#[derive(Debug, Serialize, Deserialize)]
+struct Refused {
+    n: u32,
+}
+
+#[handler]
+async fn refused(_m: Refused) {}
+
+/// A Redis out of memory refuses the calls that sends at the same time share: each send
+/// gets Redis' own reason, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_sharing_a_refused_call_each_get_redis_reason() {
+    let env = TestEnv::start("producer_refused").await;
+    let mut redis = env.redis.clone();
+    pause_writes(&mut redis, 200).await;
+    config_set(&mut redis, "maxmemory", "1").await;
+    let sends: Vec<_> = (0..10u32)
+        .map(|n| {
+            let client = env.client.clone();
+            tokio::spawn(async move { Refused { n }.send().via(&client).await })
+        })
+        .collect();
+    for send in sends {
+        let refused = within("a send", PATIENCE, send)
+            .await
+            .unwrap()
+            .expect_err("a full Redis stores nothing");
+        let message = refused.to_string();
+        assert!(message.contains("OOM"), "{message}");
+    }
+    config_set(&mut redis, "maxmemory", "0").await;
+    assert!(env.message_keys().await.is_empty());
 }

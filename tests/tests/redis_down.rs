@@ -206,14 +206,3 @@ async fn a_retried_produce_whose_first_try_was_stored_is_stored_once_and_no_dupl
     assert_eq!(env.len(&keys.messages).await, 7);
     assert_eq!(env.stat(Work::NAME, "produced").await, 7);
 }
-
-/// Redis holds every write command (scripts included) for `ms`, then runs them in order.
-async fn pause_writes(redis: &mut redis::aio::MultiplexedConnection, ms: u64) {
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(ms)
-        .arg("WRITE")
-        .query_async(redis)
-        .await
-        .expect("CLIENT PAUSE");
-}

@@ -488,3 +488,25 @@ pub fn unix_ms(t: std::time::SystemTime) -> u64 {
         .expect("after 1970")
         .as_millis() as u64
 }
+
+/// Redis holds every write command (scripts included) for `ms`, then runs them in order.
+pub async fn pause_writes(redis: &mut redis::aio::MultiplexedConnection, ms: u64) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("WRITE")
+        .query_async(redis)
+        .await
+        .expect("CLIENT PAUSE");
+}
+
+/// `CONFIG SET name value` on this Redis.
+pub async fn config_set(redis: &mut redis::aio::MultiplexedConnection, name: &str, value: &str) {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query_async::<()>(redis)
+        .await
+        .unwrap_or_else(|e| panic!("CONFIG SET {name} {value}: {e}"));
+}
