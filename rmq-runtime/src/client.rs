@@ -22,9 +22,10 @@ use crate::stats::ProducerCounters;
 /// A connection to one rmq deployment (a Redis and a key prefix). Cheap to clone: clones
 /// share one multiplexed connection that reconnects by itself.
 ///
-/// Sends through one client that overlap share calls: while a send to a topic is on its
-/// way to Redis, the sends to that topic that other tasks start wait for it, and then go
-/// together in one call, from a task the client spawns, each with its own result. Should
+/// Sends through one client that overlap share calls: while two sends to a topic are on
+/// their way to Redis, the sends to that topic that other tasks start wait for one of
+/// them, and then go together in one call, from a task the client spawns, each with its
+/// own result. Should
 /// that task be stopped before Redis answers (its tokio runtime shut down), each of its
 /// sends returns [`Error::Interrupted`](crate::Error::Interrupted).
 #[derive(Clone)]

@@ -1,18 +1,20 @@
-//! Sends that overlap share a call. While one `send()` to a topic is on its way to Redis,
-//! the sends to that topic that other tasks start meanwhile wait; when it returns, they go
-//! together, as one produce call (a batch: `MULTI` or one `produce.lua` call, see
-//! producer.rs), from a task of their own, and again for those that came during that call.
+//! Sends that overlap share a call. A client has at most [`CALLS_AT_ONCE`] produce calls
+//! to a topic on their way to Redis; a send that finds them all on their way waits, and
+//! when one returns, every send that waited goes with the others, as one produce call (a
+//! batch: `MULTI` or one `produce.lua` call, see producer.rs), from a task of its own; and
+//! so on for those that came meanwhile.
 //!
-//! A send that finds no call on its way goes at once, as before: one task sending one
-//! message at a time (the latency and produce-serial scenarios) never waits here. Under
-//! load, each message costs Redis what it costs in a batch rather than a whole call: 16
-//! tasks sending at once stored 66k messages/s, each its own call (13.5 µs of Redis CPU a
-//! message, Redis at 83 % of a core), where batches of 8 store 254k/s.
+//! One task sending one message at a time (the latency and produce-serial scenarios), or
+//! two tasks at once, never wait here. With more, Redis is busy with the calls on their way
+//! anyway, and a message costs it its share of a batch rather than a whole call.
+//! `produce-serial --producers N`, alternating with the client before this (sends/s, Redis
+//! CPU a message): 4 tasks 43-64k -> 53-68k, 16 tasks 72-94k (9.3-11.9 µs) -> 124-162k
+//! (4.2-5.7 µs), 64 tasks 63-85k -> 197-288k (2.2-3.3 µs); 1 and 2 tasks unchanged.
 //!
 //! Each send keeps its own outcome: its id, whether it was a duplicate (a batch reports
 //! duplicates by position), or the call's error. A send's future may be dropped at any
-//! point, as any future: the call on its way then hands the sends waiting behind it over
-//! all the same (see [`HandOver`]).
+//! point, as any future: its call then hands the sends waiting for it over all the same
+//! (see [`HandOver`]).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -23,42 +25,70 @@ use crate::client::Client;
 use crate::error::Error;
 use crate::producer::{produce_prepared, Prepared, Produced};
 
-/// The topics with a call on its way, each with the sends waiting for it to return.
+/// The topics with calls on their way, each with the sends waiting for one to return.
 #[derive(Default)]
 pub(crate) struct Sends {
-    topics: Mutex<HashMap<Box<str>, Vec<Waiting>>>,
+    topics: Mutex<HashMap<Box<str>, Calls>>,
 }
 
-/// A send waiting for the call on its way to return.
+/// A topic's calls on their way, and the sends waiting for one of them to return.
+#[derive(Default)]
+struct Calls {
+    on_their_way: usize,
+    waiting: Vec<Waiting>,
+}
+
+/// Calls to one topic a client has on their way at most before sends wait. Two: one or
+/// two tasks sending go at once, as they did before sends waited (with one, two tasks
+/// took turns: 46k -> 24k sends/s); more tasks make Redis busy enough that a send loses
+/// little by waiting for a call to return, and then goes in a batch (see the module docs).
+const CALLS_AT_ONCE: usize = 2;
+
+/// A send waiting for a call on its way to return.
 struct Waiting {
     message: Prepared,
     reply: oneshot::Sender<Result<Produced, Error>>,
 }
 
 impl Sends {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Box<str>, Vec<Waiting>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Box<str>, Calls>> {
         // a panic elsewhere while holding it left the map whole: every change is one call
         self.topics
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The sends that waited for the call to `topic` that just returned, to go next; or
-    /// `None` when none did, and then no call to `topic` is on its way any more.
+    /// The sends that waited while a call to `topic` was on its way, to go next in its
+    /// place now that it returned; or `None` when none did, and its place is free.
     fn next(&self, topic: &str) -> Option<Vec<Waiting>> {
         let mut topics = self.lock();
-        match topics.get_mut(topic) {
-            Some(waiting) if !waiting.is_empty() => Some(std::mem::take(waiting)),
-            _ => {
+        let calls = topics.get_mut(topic)?;
+        if !calls.waiting.is_empty() {
+            return Some(std::mem::take(&mut calls.waiting));
+        }
+        calls.on_their_way = calls.on_their_way.saturating_sub(1);
+        if calls.on_their_way == 0 {
+            topics.remove(topic);
+        }
+        None
+    }
+
+    /// A call to `topic` ended without handing its place over: when it was the last one on
+    /// its way, the sends still waiting are told that theirs was interrupted.
+    fn end(&self, topic: &str) {
+        let mut topics = self.lock();
+        if let Some(calls) = topics.get_mut(topic) {
+            calls.on_their_way = calls.on_their_way.saturating_sub(1);
+            if calls.on_their_way == 0 {
                 topics.remove(topic);
-                None
             }
         }
     }
 }
 
-/// Stores one prepared message of `topic`: at once when no call to `topic` is on its way
-/// from this client, otherwise with the sends waiting for that call.
+/// Stores one prepared message of `topic`: at once when fewer than [`CALLS_AT_ONCE`]
+/// calls to `topic` are on their way from this client, otherwise with the sends waiting
+/// for one of them to return.
 pub(crate) async fn send(
     client: &Client,
     topic: &str,
@@ -66,17 +96,18 @@ pub(crate) async fn send(
 ) -> Result<Produced, Error> {
     let turn = {
         let mut topics = client.sends().lock();
-        match topics.get_mut(topic) {
-            Some(waiting) => {
-                let id = message.id.to_string();
-                let (reply, answer) = oneshot::channel();
-                waiting.push(Waiting { message, reply });
-                Turn::Wait(id, answer)
-            }
-            None => {
-                topics.insert(topic.into(), Vec::new());
-                Turn::Now(message)
-            }
+        if !topics.contains_key(topic) {
+            topics.insert(topic.into(), Calls::default());
+        }
+        let calls = topics.get_mut(topic).expect("inserted above");
+        if calls.on_their_way < CALLS_AT_ONCE {
+            calls.on_their_way += 1;
+            Turn::Now(message)
+        } else {
+            let id = message.id.to_string();
+            let (reply, answer) = oneshot::channel();
+            calls.waiting.push(Waiting { message, reply });
+            Turn::Wait(id, answer)
         }
     };
     match turn {
@@ -94,15 +125,15 @@ pub(crate) async fn send(
 }
 
 enum Turn {
-    /// No call to the topic is on its way: this one goes.
+    /// A place is free: this one goes.
     Now(Prepared),
-    /// Waiting (message id, answer) for the call on its way.
+    /// Waiting (message id, answer) for a call on its way to return.
     Wait(String, oneshot::Receiver<Result<Produced, Error>>),
 }
 
-/// Held by the send whose call is on its way: when it is dropped (the call returned, or
-/// the send's future was dropped), the sends that waited go next, from a task of their
-/// own, so that they do not depend on this send's caller polling it.
+/// Held by a send whose call is on its way: when it is dropped (the call returned, or the
+/// send's future was dropped), the sends that waited go next in its place, from a task of
+/// their own, so that they do not depend on this send's caller polling it.
 struct HandOver<'a> {
     client: &'a Client,
     topic: &'a str,
@@ -157,9 +188,10 @@ async fn flush(mut stop: Stop, mut batch: Vec<Waiting>) {
 }
 
 /// Owned by [`flush`]'s future from before it is spawned: should that future be dropped
-/// before it is done (its runtime shut down, even before it first ran), no call to the
-/// topic is on its way any more, and the sends still waiting are told that theirs was
-/// interrupted.
+/// before it is done (its runtime shut down, even before it first ran), its sends are told
+/// that theirs was interrupted, and its place is freed. The sends still waiting then go
+/// with the next call to return, or, when it was the last call on its way, are told so
+/// too.
 struct Stop {
     client: Client,
     topic: Box<str>,
@@ -169,7 +201,7 @@ struct Stop {
 impl Drop for Stop {
     fn drop(&mut self) {
         if !self.done {
-            self.client.sends().lock().remove(&*self.topic);
+            self.client.sends().end(&self.topic);
         }
     }
 }

@@ -461,24 +461,31 @@ struct Handed {
 #[handler]
 async fn handed(_m: Handed) {}
 
-/// The send whose call is on its way may be dropped (its task aborted, a timeout around
-/// it): the sends that waited for that call go all the same, each stored once.
+/// The sends whose calls are on their way may be dropped (their tasks aborted, a timeout
+/// around them): the sends that waited for those calls go all the same, each stored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_dropped_on_its_way_still_hands_over_the_sends_waiting_for_it() {
+async fn sends_dropped_on_their_way_still_hand_over_the_sends_waiting_for_them() {
     let env = TestEnv::start("producer_handed").await;
     pause_writes(&mut env.redis.clone(), 300).await;
-    let client = env.client.clone();
-    let first = tokio::spawn(async move { Handed { n: 0 }.send().via(&client).await });
-    // its call is on its way, held by Redis
+    // as many sends as a client has calls on their way to a topic at most
+    let first: Vec<_> = (0..2u32)
+        .map(|n| {
+            let client = env.client.clone();
+            tokio::spawn(async move { Handed { n }.send().via(&client).await })
+        })
+        .collect();
+    // their calls are on their way, held by Redis
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let waiting: Vec<_> = (1..=5u32)
+    let waiting: Vec<_> = (2..7u32)
         .map(|n| {
             let client = env.client.clone();
             tokio::spawn(async move { Handed { n }.send().via(&client).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    first.abort();
+    for send in &first {
+        send.abort();
+    }
     let mut ids = Vec::new();
     for send in waiting {
         let produced = within("a waiting send", PATIENCE, send)
@@ -495,8 +502,8 @@ async fn a_send_dropped_on_its_way_still_hands_over_the_sends_waiting_for_it() {
             "{id} in {pending:?}"
         );
     }
-    // the dropped send's call had reached Redis, which ran it after the pause
-    assert_eq!(pending.len(), 6, "{pending:?}");
+    // the dropped sends' calls had reached Redis, which ran them after the pause
+    assert_eq!(pending.len(), 7, "{pending:?}");
 }
 
 #[topic("producer.refused")]
