@@ -540,3 +540,55 @@ async fn sends_sharing_a_refused_call_each_get_redis_reason() {
     config_set(&mut redis, "maxmemory", "0").await;
     assert!(env.message_keys().await.is_empty());
 }
+
+#[topic("producer.stranded")]
+#[derive(Debug, Serialize, Deserialize)]
+struct Stranded {
+    n: u32,
+}
+
+#[handler]
+async fn stranded(_m: Stranded) {}
+
+/// A send waiting for the calls on their way is told that it was interrupted, with its id,
+/// when the runtime that would carry it shuts down before Redis answered: it does not hang.
+#[test]
+fn a_waiting_send_whose_runtime_shuts_down_is_told_it_was_interrupted() {
+    let server = start_server(&[]);
+    let prefix = rmq_testkit::unique_prefix("producer_stranded");
+    let carrier = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let waiter = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = carrier
+        .block_on(Client::connect(config(&server, &prefix)))
+        .expect("connect");
+    carrier.block_on(async {
+        pause_writes(&mut raw_connection(&server.url()).await, 2000).await;
+    });
+    // two sends on their way (Redis holds them) on the carrier runtime ...
+    for n in 0..2u32 {
+        let client = client.clone();
+        carrier.spawn(async move { Stranded { n }.send().via(&client).await });
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    // ... a third waits for them, on another runtime
+    let client3 = client.clone();
+    let waiting = waiter.spawn(async move { Stranded { n: 2 }.send().via(&client3).await });
+    std::thread::sleep(Duration::from_millis(100));
+    drop(carrier);
+    let outcome = waiter
+        .block_on(async { tokio::time::timeout(PATIENCE, waiting).await })
+        .expect("the waiting send returned")
+        .unwrap();
+    match outcome {
+        Err(Error::Interrupted { id }) => assert!(!id.is_empty()),
+        other => panic!("expected Error::Interrupted, got {other:?}"),
+    }
+}
