@@ -25,9 +25,8 @@ use crate::stats::ProducerCounters;
 /// Sends through one client that overlap share calls: while two sends to a topic are on
 /// their way to Redis, the sends to that topic that other tasks start wait for one of
 /// them, and then go together in one call, from a task the client spawns, each with its
-/// own result. Should
-/// that task be stopped before Redis answers (its tokio runtime shut down), each of its
-/// sends returns [`Error::Interrupted`](crate::Error::Interrupted).
+/// own result. Should that task be stopped before Redis answers (its tokio runtime shut
+/// down), each of its sends returns [`Error::Interrupted`](crate::Error::Interrupted).
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -39,7 +38,7 @@ struct Inner {
     conn: ConnectionManager,
     producer: ProducerCounters,
     clock: RedisClock,
-    /// The topics with a send on its way, and the sends waiting to go with the next call.
+    /// The topics with sends on their way, and the sends waiting to go in the next call.
     sends: Sends,
     /// `keys(topic)` of the topics produced to so far (at most [`CACHED_TOPICS`]).
     topic_keys: RwLock<HashMap<Box<str>, Arc<TopicKeys>>>,
@@ -192,7 +191,8 @@ impl Client {
         &self.inner.clock
     }
 
-    /// The sends of this client that wait for a call on its way (see sends.rs).
+    /// This client's calls to each topic on their way, and the sends waiting for one to
+    /// return (see sends.rs).
     pub(crate) fn sends(&self) -> &Sends {
         &self.inner.sends
     }

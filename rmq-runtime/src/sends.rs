@@ -66,22 +66,24 @@ impl Sends {
         if !calls.waiting.is_empty() {
             return Some(std::mem::take(&mut calls.waiting));
         }
-        calls.on_their_way = calls.on_their_way.saturating_sub(1);
-        if calls.on_their_way == 0 {
-            topics.remove(topic);
-        }
+        free_place(&mut topics, topic);
         None
     }
 
-    /// A call to `topic` ended without handing its place over: when it was the last one on
-    /// its way, the sends still waiting are told that theirs was interrupted.
+    /// A call to `topic` ended without handing its place over (see [`Stop`]).
     fn end(&self, topic: &str) {
-        let mut topics = self.lock();
-        if let Some(calls) = topics.get_mut(topic) {
-            calls.on_their_way = calls.on_their_way.saturating_sub(1);
-            if calls.on_their_way == 0 {
-                topics.remove(topic);
-            }
+        free_place(&mut self.lock(), topic);
+    }
+}
+
+/// One call to `topic` fewer on its way. When it was the last, the topic's entry goes, and
+/// with it any sends still waiting, which are told that theirs was interrupted (their
+/// answers' senders are dropped).
+fn free_place(topics: &mut HashMap<Box<str>, Calls>, topic: &str) {
+    if let Some(calls) = topics.get_mut(topic) {
+        calls.on_their_way = calls.on_their_way.saturating_sub(1);
+        if calls.on_their_way == 0 {
+            topics.remove(topic);
         }
     }
 }
