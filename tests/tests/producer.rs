@@ -393,7 +393,7 @@ async fn many(m: Many, ctx: Context) {
     MANY.lock().unwrap().push((m.n, ctx.id().to_string()));
 }
 
-/// Sends that tasks start while another send to the topic is on its way go together, in
+/// Sends that tasks start while two sends to the topic are on their way go together, in
 /// shared calls, and each keeps its own outcome: its own generated id, or of ten sends with
 /// one explicit id, one stored and nine duplicates. Each message is stored once, in its
 /// priority's list, and delivered once under the id its send returned.
@@ -401,7 +401,7 @@ async fn many(m: Many, ctx: Context) {
 async fn sends_at_the_same_time_share_calls_and_each_keeps_its_outcome() {
     let env = TestEnv::start("producer_many").await;
     let keys = env.keys(Many::NAME);
-    // Redis holds the first send's call, so the other sends find it on its way
+    // Redis holds the first two sends' calls, so the other sends wait for them
     pause_writes(&mut env.redis.clone(), 200).await;
     let sends: Vec<_> = (0..100u32)
         .map(|n| {
