@@ -25,6 +25,9 @@ const MESSAGES_PER_CALL: usize = 1000;
 /// 20k / 12k for 8, 8.7k / 4.7k for 100. One message keeps produce.lua's single path.
 const RAW_MIN: usize = 2;
 
+/// The reply [`finish_late`] puts in place of a stored batch whose finish failed.
+const UNFINISHED: &str = "rmq: stored, not finished";
+
 /// Bytes an envelope's header takes at most ("<prio>|<produced_ms>|<expire_ms>|").
 const HEADER_ROOM: usize = 44;
 /// Bytes a run's count, priority, delay and TTL take at most.
@@ -364,7 +367,7 @@ async fn store(
             },
             // a batch that is stored but whose late finish failed (see finish_late): no
             // clock was read, and its ids were new
-            Value::Nil => Some((None, false, Vec::new())),
+            Value::SimpleString(marker) if marker == UNFINISHED => Some((None, false, Vec::new())),
             _ => None,
         };
         let Some((redis_us, kept, duplicates)) = parsed else {
@@ -690,7 +693,8 @@ fn lead(sizes: &[usize]) -> usize {
 /// push the ids twice.
 ///
 /// When that fails too (Redis went away again, or refuses `SCRIPT LOAD`), the batch is
-/// still stored and pending, and it is reported so, as a `Nil` reply: an error would tell
+/// still stored and pending, and it is reported so, as an [`UNFINISHED`] reply (no script
+/// returns that status, so a stray reply is never taken for it): an error would tell
 /// the caller to produce it again, and a second `produce_batch` makes new ids, so each
 /// message would run twice. What is lost is logged: the batch is not counted in
 /// `produced`, and idle consumers find it at their next poll, not at once.
@@ -732,7 +736,7 @@ async fn finish_late(
                 "a batch is stored and pending, but finishing it failed: it is not counted \
                  as produced, and idle consumers find it at their next poll"
             );
-            Ok(Value::Nil)
+            Ok(Value::SimpleString(UNFINISHED.into()))
         });
     }
     results
