@@ -264,11 +264,7 @@ async fn a_batch_whose_script_redis_lost_is_queued_once_and_finished() {
     let env = TestEnv::start("batch_raw_flushed").await;
     let keys = env.keys(RawFlushed::NAME);
     let mut wakes = knowing_the_clock_watch_wake_ups(&env, &keys).await;
-    redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async::<()>(&mut env.redis.clone())
-        .await
-        .expect("SCRIPT FLUSH");
+    script_flush(&mut env.redis.clone()).await;
 
     let ids = env
         .client
@@ -315,11 +311,7 @@ async fn a_stored_batch_whose_finish_fails_is_reported_stored_and_runs_once() {
     let keys = env.keys(RawUnfinished::NAME);
     let _wakes = knowing_the_clock_watch_wake_ups(&env, &keys).await;
     let mut redis = env.redis.clone();
-    redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async::<()>(&mut redis)
-        .await
-        .expect("SCRIPT FLUSH");
+    script_flush(&mut redis).await;
     redis::cmd("ACL")
         .arg(&["SETUSER", "default", "-script"])
         .query_async::<()>(&mut redis)

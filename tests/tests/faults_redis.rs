@@ -260,11 +260,7 @@ async fn script_flush_mid_run_is_invisible_to_handlers_and_producers() {
     let flush = |env: &TestEnv| {
         let mut redis = env.redis.clone();
         async move {
-            let _: () = redis::cmd("SCRIPT")
-                .arg("FLUSH")
-                .query_async(&mut redis)
-                .await
-                .expect("SCRIPT FLUSH");
+            script_flush(&mut redis).await;
         }
     };
     let mut flushed_at = Vec::new();

@@ -85,11 +85,7 @@ async fn a_send_whose_script_redis_lost_is_handed_over_once() {
     let handle = spawn_runtime(&env.client, &[Flushed::NAME], 4).await;
     for n in 0..2 {
         env.wait_parked(Flushed::NAME, 1).await;
-        redis::cmd("SCRIPT")
-            .arg("FLUSH")
-            .query_async::<()>(&mut env.redis.clone())
-            .await
-            .expect("SCRIPT FLUSH");
+        script_flush(&mut env.redis.clone()).await;
         let id = env.client.produce(Flushed { n }).await.expect("produce");
         assert!(!id.as_str().is_empty());
         wait_for("the message to be handled", || {

@@ -510,3 +510,12 @@ pub async fn config_set(redis: &mut redis::aio::MultiplexedConnection, name: &st
         .await
         .unwrap_or_else(|e| panic!("CONFIG SET {name} {value}: {e}"));
 }
+
+/// `SCRIPT FLUSH` on this Redis: it forgets every loaded script, as after a restart.
+pub async fn script_flush(redis: &mut redis::aio::MultiplexedConnection) {
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(redis)
+        .await
+        .expect("SCRIPT FLUSH");
+}
