@@ -208,7 +208,7 @@ def main():
                 pushed = subscriber.read()[2]
                 lease = re.match(rb"(\d+):", pushed)
                 lease = pushed[lease.end():lease.end() + int(lease.group(1))]
-                r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, "", "h3:1 hn:1 hs:20",
+                r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, "", "h3:1 hs:20",
                        *acked([lease]))
                 fetch(10, park)
             elif args.phase == "batch":
@@ -253,7 +253,7 @@ def main():
                 callgrind("--dump=fetches")
                 assert len(leases) == 200, len(leases)
                 done = r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, due,
-                              "h3:200 hn:200 hs:4000", *acked(leases))
+                              "h3:200 hs:4000", *acked(leases))
                 assert int(done[0]) == 200, done
                 messages = n * 200
             else:
@@ -266,7 +266,7 @@ def main():
                 leases = fetch(100, "")[5::2]
                 assert len(leases) == 100, len(leases)
                 done = r.call("EVALSHA", sha["ack"], len(ack_keys), *ack_keys, "",
-                              "h3:100 hn:100 hs:2000", *acked(leases))
+                              "h3:100 hs:2000", *acked(leases))
                 assert int(done[0]) == 100, done
                 messages = n * 100
         callgrind("--dump=measured")

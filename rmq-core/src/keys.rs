@@ -13,7 +13,7 @@
 //! [prefix:]rmq:{T}:errors    hash  id -> "first_failed_ms|last_failed_ms|last error"
 //! [prefix:]rmq:{T}:dead      zset  id scored by the time (ms) it was dead-lettered
 //! [prefix:]rmq:{T}:stats     hash  counters: produced, completed, failed, retried, dead, expired, ...
-//! [prefix:]rmq:{T}:metrics   hash  handler-time histogram (h0..h19, hn count, hs sum in µs) and
+//! [prefix:]rmq:{T}:metrics   hash  handler-time histogram (h0..h19, whose sum is the count; hs sum in µs) and
 //!                                  a ring of 60 minutes (m<slot> minute, c<slot> completed,
 //!                                  f<slot> failed; slot = minute % 60): bounded, never per message
 //! [prefix:]rmq:{T}:paused    string present while consumers must not lease (pause / resume)

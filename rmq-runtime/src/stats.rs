@@ -96,7 +96,7 @@ pub struct HandlerTimes {
 }
 
 impl HandlerTimes {
-    /// Reads the `metrics` hash's `h*` fields.
+    /// Reads the `metrics` hash's `h<bucket>` and `hs` fields.
     fn from_fields(fields: &BTreeMap<String, i64>) -> HandlerTimes {
         let get = |name: &str| fields.get(name).copied().unwrap_or(0).max(0) as u64;
         let mut cumulative = 0;
@@ -111,7 +111,9 @@ impl HandlerTimes {
             .collect();
         HandlerTimes {
             buckets,
-            count: get("hn"),
+            // the count is the buckets' sum (a `hn` field written by earlier versions is
+            // left unread)
+            count: cumulative,
             sum: Duration::from_micros(get("hs")),
         }
     }
@@ -424,11 +426,10 @@ mod tests {
     use super::*;
 
     fn times(per_bucket: &[(usize, i64)]) -> HandlerTimes {
-        let mut fields: BTreeMap<String, i64> = per_bucket
+        let fields: BTreeMap<String, i64> = per_bucket
             .iter()
             .map(|(i, n)| (format!("h{i}"), *n))
             .collect();
-        fields.insert("hn".into(), per_bucket.iter().map(|(_, n)| n).sum());
         HandlerTimes::from_fields(&fields)
     }
 
