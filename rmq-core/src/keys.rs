@@ -13,9 +13,10 @@
 //! [prefix:]rmq:{T}:errors    hash  id -> "first_failed_ms|last_failed_ms|last error"
 //! [prefix:]rmq:{T}:dead      zset  id scored by the time (ms) it was dead-lettered
 //! [prefix:]rmq:{T}:stats     hash  counters: produced, completed, failed, retried, dead, expired, ...
-//! [prefix:]rmq:{T}:metrics   hash  handler-time histogram (h0..h19, whose sum is the count; hs sum in µs) and
-//!                                  a ring of 60 minutes (m<slot> minute, c<slot> completed,
-//!                                  f<slot> failed; slot = minute % 60): bounded, never per message
+//! [prefix:]rmq:{T}:metrics   hash  handler-time histogram (h0..h19, whose sum is the count;
+//!                                  hs sum in µs) and a ring of 60 minutes (m<slot> minute,
+//!                                  c<slot> completed, f<slot> failed; slot = minute % 60):
+//!                                  bounded, never per message
 //! [prefix:]rmq:{T}:paused    string present while consumers must not lease (pause / resume)
 //! [prefix:]rmq:{T}:waiting   zset  idle consumers "<lease_ms>|<consumer>" by when they parked:
 //!                                  a new message may be pushed to one (`<wake>:<consumer>`)

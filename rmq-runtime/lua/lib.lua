@@ -217,8 +217,9 @@ end
 -- Folds one settle call's figures into the topic's `metrics` hash (bounded: 20 histogram
 -- buckets plus a ring of 60 one-minute slots), so stats cost no extra round trip.
 -- `timings` is "field:n field:n ..." as the consumer summed them over the call's
--- attempts (hN bucket counts, hs sum in µs; the count is the buckets' sum); `completed` / `failed` go to the
--- slot of the current minute, which is reset when it still holds a minute an hour old.
+-- attempts (hN bucket counts, hs sum in µs; the count is the buckets' sum); `completed` /
+-- `failed` go to the slot of the current minute, which is reset when it still holds a
+-- minute an hour old.
 local function record_metrics(key, now, completed, failed, timings)
   if completed > 0 or failed > 0 then
     local minute = math.floor(now / 60000)
