@@ -588,7 +588,7 @@ async fn a_message_pushed_to_a_stalled_consumer_is_run_by_another_after_the_leas
     let no_poll = ("MQ_POLL_INTERVAL", "60s");
     let mut a = f.consumer("a", &[LEASE_ENV, no_poll]).await;
     f.env.wait_parked(Work::NAME, 1).await;
-    a.signal("STOP");
+    a.sigstop().await;
     let id = produce_one(&f, Action::Sleep { ms: 10 }).await;
     // a cannot have fetched it: the producer leased it to a and nothing is pending
     assert_eq!(

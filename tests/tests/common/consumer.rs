@@ -270,6 +270,34 @@ impl Consumer {
         self.signal("TERM");
     }
 
+    /// SIGSTOP, then waits until every thread of the process has stopped: `kill` returns
+    /// before the signal is delivered, and a thread still running meanwhile can take a
+    /// message the test means the stopped process to hold untouched.
+    pub async fn sigstop(&self) {
+        self.signal("STOP");
+        let tasks = format!("/proc/{}/task", self.pid);
+        let stopped = || {
+            let Ok(threads) = std::fs::read_dir(&tasks) else {
+                return false;
+            };
+            threads.flatten().all(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                // "<tid> (<name>) <state> ...": the name may hold spaces and parentheses
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+            })
+        };
+        let deadline = Instant::now() + PATIENCE;
+        while !stopped() {
+            assert!(
+                Instant::now() < deadline,
+                "consumer {} did not stop",
+                self.pid
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Sends `kill -SIG` to the process (if it is still ours to signal).
     pub fn signal(&self, sig: &str) {
         if self.child.is_none() {
