@@ -166,10 +166,12 @@ OPTIONS:
                       (keys go under a unique prefix and are deleted afterwards)
   --workers N         handlers at once = max_workers (default 10)
   --batch N           task_queue_size: most messages leased ahead of free workers
-                      (default: = --workers)
+                      (default: the Config default, 1000)
   -n, --messages N    messages for produce-serial, produce-batch and drain
                       (default 20000 / 200000 / both 20000 and 100000)
   --producers N       concurrent producer tasks in produce-serial/-batch (default 1)
+  --steps             produce-serial: also time, in the same blocks, the bare store
+                      grown step by step towards what a send asks of Redis
   --batch-size N      messages per produce_batch call (default 100)
   --rate R            latency: messages per second (default 500)
   --duration S        latency: seconds of steady production (default 5)
@@ -194,6 +196,7 @@ struct Opts {
     batch: Option<usize>,
     messages: Option<u64>,
     producers: usize,
+    steps: bool,
     batch_size: usize,
     rate: f64,
     duration: f64,
@@ -217,6 +220,7 @@ impl Opts {
             batch: None,
             messages: None,
             producers: 1,
+            steps: false,
             batch_size: 100,
             rate: 500.0,
             duration: 5.0,
@@ -266,6 +270,7 @@ impl Opts {
                 "--batch" => o.batch = Some(num(&name, value()?)?),
                 "-n" | "--messages" => o.messages = Some(num(&name, value()?)?),
                 "--producers" => o.producers = num(&name, value()?)?,
+                "--steps" => o.steps = true,
                 "--batch-size" => o.batch_size = num(&name, value()?)?,
                 "--rate" => o.rate = num(&name, value()?)?,
                 "--duration" => o.duration = num(&name, value()?)?,
@@ -1052,6 +1057,8 @@ struct BareRoundTrip {
     store_sha: String,
     /// [`BARE_STORED_PUSH`]'s.
     push_sha: String,
+    /// [`STEPS`]'.
+    steps_sha: Vec<String>,
 }
 
 /// The least a produce can ask of Redis in one call: store the message and queue its id,
@@ -1066,6 +1073,45 @@ const BARE_STORE: &str =
 const BARE_STORED_PUSH: &str =
     "redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) return redis.call('PUBLISH', KEYS[2], ARGV[2])";
 
+/// `--steps`: the bare store grown, one step at a time, towards what rmq's `send()` asks of
+/// Redis, each step a thing a send needs. Each script is its parts in order, then `return 1`;
+/// it takes rmq's ten keys in `produce.lua`'s order and a compact send's arguments ("", the
+/// stamp, the id, the envelope). The last step is the one before it behind a `PING`.
+const STEPS: [(&str, &[&str], bool); 5] = [
+    ("rmq's 10 keys and 4 arguments", &[STEP_STORE], false),
+    (
+        "+ the clock and the stamp's check",
+        &[STEP_CLOCK, STEP_STORE],
+        false,
+    ),
+    (
+        "+ the look for a parked consumer",
+        &[STEP_CLOCK, STEP_STORE, STEP_LOOK],
+        false,
+    ),
+    (
+        "+ the produced count",
+        &[STEP_CLOCK, STEP_STORE, STEP_LOOK, STEP_COUNT],
+        false,
+    ),
+    (
+        "+ the PING in front",
+        &[STEP_CLOCK, STEP_STORE, STEP_LOOK, STEP_COUNT],
+        true,
+    ),
+];
+/// Redis' clock, and the check of the client's stamp against it (a refused stamp changes
+/// nothing here: the step costs the same).
+const STEP_CLOCK: &str = "local t = redis.call('TIME') \
+    local now = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000) \
+    local s = tonumber(ARGV[2]) local kept = s <= now and s >= now - 2 ";
+const STEP_STORE: &str =
+    "redis.call('HSETNX', KEYS[1], ARGV[3], ARGV[4]) redis.call('LPUSH', KEYS[2], ARGV[3]) ";
+/// As `produce.lua`'s `hand_to_parked` looks (nobody is parked here).
+const STEP_LOOK: &str = "redis.call('EXISTS', KEYS[9], KEYS[9], KEYS[9], KEYS[9], KEYS[9], \
+    KEYS[2], KEYS[3], KEYS[4], KEYS[10]) ";
+const STEP_COUNT: &str = "redis.call('HINCRBY', KEYS[6], 'produced', '1') ";
+
 impl BareRoundTrip {
     async fn connect(url: &str) -> anyhow::Result<BareRoundTrip> {
         let manager = ConnectionManagerConfig::new()
@@ -1078,13 +1124,44 @@ impl BareRoundTrip {
         load.cmd("SCRIPT").arg("LOAD").arg("return 1");
         load.cmd("SCRIPT").arg("LOAD").arg(BARE_STORE);
         load.cmd("SCRIPT").arg("LOAD").arg(BARE_STORED_PUSH);
-        let (sha, store_sha, push_sha) = load.query_async(&mut conn).await?;
+        for (_, parts, _) in STEPS {
+            load.cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(format!("{} return 1", parts.concat()));
+        }
+        let mut shas: Vec<String> = load.query_async(&mut conn).await?;
+        let steps_sha = shas.split_off(3);
+        let [sha, store_sha, push_sha] = <[String; 3]>::try_from(shas)
+            .map_err(|_| anyhow!("SCRIPT LOAD returned too few hashes"))?;
         Ok(BareRoundTrip {
             conn,
             sha,
             store_sha,
             push_sha,
+            steps_sha,
         })
+    }
+
+    /// Step `step` of [`STEPS`] for message `i`, with the ten keys `keys`.
+    async fn step(&mut self, step: usize, keys: &[String], i: u64) -> anyhow::Result<()> {
+        let now_ms = wall_us(SystemTime::now()) / 1000;
+        let envelope = format!("1|{now_ms}|0|{}", serde_json::to_string(&order(i))?);
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(&self.steps_sha[step])
+            .arg(keys.len())
+            .arg(keys)
+            .arg("")
+            .arg(now_ms)
+            .arg(i)
+            .arg(envelope);
+        if STEPS[step].2 {
+            let mut pipe = redis::pipe();
+            pipe.cmd("PING").ignore().add_command(call);
+            pipe.query_async::<(i64,)>(&mut self.conn).await?;
+        } else {
+            call.query_async::<i64>(&mut self.conn).await?;
+        }
+        Ok(())
     }
 
     /// [`BARE_STORE`] of message `i` (its id and an envelope as rmq's producer writes it)
@@ -1637,6 +1714,16 @@ impl Bench {
             format!("{}:bare-store:m", self.tag),
             format!("{}:bare-store:p", self.tag),
         ];
+        // with --steps, the bare store grown towards a send (STEPS), with rmq's ten keys
+        let step_keys: Vec<String> = [
+            "m", "p0", "p1", "p2", "delayed", "stats", "wake", "inflight", "waiting", "paused",
+        ]
+        .iter()
+        .map(|k| format!("{}:bare-step:{k}", self.tag))
+        .collect();
+        let steps = if self.opts.steps { STEPS.len() } else { 0 };
+        let mut step_secs = vec![0.0; steps];
+        let mut step_cpu = vec![(0.0, 0.0); steps];
         const BLOCKS: u64 = 50;
         let load = loadavg();
         let (mut secs, mut bare_secs, mut store_secs) = (0.0, 0.0, 0.0);
@@ -1669,10 +1756,22 @@ impl Bench {
             let s2 = self.snap().await?;
             add(&mut bare_cpu, cpu(&s0, &s1));
             add(&mut store_cpu, cpu(&s1, &s2));
+            for step in 0..steps {
+                let s0 = self.snap().await?;
+                let (back, took) =
+                    timed_in_task((bare, step_keys.clone(), step), first..end, |s, i| {
+                        Box::pin(s.0.step(s.2, &s.1, i))
+                    })
+                    .await?;
+                bare = back.0;
+                step_secs[step] += took;
+                add(&mut step_cpu[step], cpu(&s0, &self.snap().await?));
+            }
             // gone before the next block, so they do not grow beside rmq's messages (the
             // memory figure below is Redis' whole used_memory)
             redis::cmd("DEL")
                 .arg(&store_keys)
+                .arg(&step_keys)
                 .query_async::<()>(&mut self.info)
                 .await?;
 
@@ -1732,6 +1831,30 @@ impl Bench {
         );
         if let Some(raw) = self.raw_round_trip_rate {
             row.notes += &format!("; {:.0}% of evalsha-1-raw", 100.0 * row.rate() / raw);
+        }
+        if steps > 0 {
+            let mut shares = Vec::new();
+            let mut reported = Vec::new();
+            for (step, (&took, &(redis, client))) in step_secs.iter().zip(&step_cpu).enumerate() {
+                let rate = n as f64 / took;
+                shares.push(format!(
+                    "{} {:.0}%",
+                    STEPS[step].0,
+                    100.0 * rate / bare_rate
+                ));
+                reported.push(json!({
+                    "step": STEPS[step].0,
+                    "per_sec": round(rate, 1),
+                    "share": round(rate / bare_rate, 4),
+                    "redis_cpu_us": round(redis * 1e6 / n as f64, 2),
+                    "client_cpu_us": round(client * 1e6 / n as f64, 2),
+                }));
+            }
+            row.notes += &format!(
+                "; the bare store grown towards a send, share of the round trips: {}",
+                shares.join(", ")
+            );
+            row.extra.insert("steps".into(), Json::Array(reported));
         }
         row.extra.insert(
             "bare_round_trips_per_sec".into(),
@@ -2340,9 +2463,10 @@ mod tests {
     }
 
     fn num(row: &Map<String, Json>, field: &str) -> f64 {
-        row.get(field)
-            .and_then(Json::as_f64)
-            .unwrap_or_else(|| panic!("{}: no number `{field}`", row["scenario"]))
+        row.get(field).and_then(Json::as_f64).unwrap_or_else(|| {
+            let name = row.get("scenario").or(row.get("step"));
+            panic!("{name:?}: no number `{field}`")
+        })
     }
 
     /// Every scenario runs to the end against its own redis-server and reports the figures
@@ -2352,7 +2476,7 @@ mod tests {
     fn every_scenario_runs_and_reports_its_figures() {
         let json = std::env::temp_dir().join(format!("rmq-bench-{}.jsonl", std::process::id()));
         let args = "-n 1000 --depth-n 2000 --depth-window 500 --duration 0.5 --idle-secs 1 \
-                    --burst-size 40 --json";
+                    --burst-size 40 --steps --json";
         let mut args: Vec<String> = args.split_whitespace().map(String::from).collect();
         args.push(json.display().to_string());
         let opts = Opts::parse(args).unwrap();
@@ -2402,6 +2526,17 @@ mod tests {
         }
         assert_eq!(num(&rows["drain-1k"], "messages"), 1000.0);
         assert!(num(&rows["produce-serial"], "bare_round_trips_per_sec") > 0.0);
+        // --steps: each step towards a send timed, its CPU read
+        let steps = rows["produce-serial"]["steps"].as_array().expect("steps");
+        assert_eq!(steps.len(), STEPS.len());
+        for step in steps {
+            let step = step.as_object().unwrap();
+            assert!(
+                num(step, "per_sec") > 0.0 && num(step, "share") > 0.0,
+                "{step:?}"
+            );
+            assert!(num(step, "redis_cpu_us") > 0.0, "{step:?}");
+        }
         let latency = &rows["latency"];
         let (p50, p99) = (
             num(latency, "latency_ms_p50"),
