@@ -1144,8 +1144,7 @@ impl BareRoundTrip {
 
     /// Step `step` of [`STEPS`] for message `i`, with the ten keys `keys`.
     async fn step(&mut self, step: usize, keys: &[String], i: u64) -> anyhow::Result<()> {
-        let now_ms = wall_us(SystemTime::now()) / 1000;
-        let envelope = format!("1|{now_ms}|0|{}", serde_json::to_string(&order(i))?);
+        let (now_ms, envelope) = bare_envelope(i)?;
         let mut call = redis::cmd("EVALSHA");
         call.arg(&self.steps_sha[step])
             .arg(keys.len())
@@ -1177,11 +1176,7 @@ impl BareRoundTrip {
     }
 
     async fn store_with(&mut self, push: bool, keys: &[String; 2], i: u64) -> anyhow::Result<()> {
-        let envelope = format!(
-            "1|{}|0|{}",
-            wall_us(SystemTime::now()) / 1000,
-            serde_json::to_string(&order(i))?
-        );
+        let (_, envelope) = bare_envelope(i)?;
         let sha = if push {
             &self.push_sha
         } else {
@@ -1206,6 +1201,14 @@ impl BareRoundTrip {
             .await?;
         Ok(())
     }
+}
+
+/// The stamp (ms, this machine's clock) and an envelope of message `i` as rmq's producer
+/// writes it, for the bare scripts.
+fn bare_envelope(i: u64) -> anyhow::Result<(i64, String)> {
+    let now_ms = wall_us(SystemTime::now()) / 1000;
+    let envelope = format!("1|{now_ms}|0|{}", serde_json::to_string(&order(i))?);
+    Ok((now_ms, envelope))
 }
 
 /// One step of a timed loop ([`paced`], [`timed_in_task`]).
